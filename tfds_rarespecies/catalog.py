@@ -1,0 +1,235 @@
+"""Reads a Rare Species download (course or Imageomics layout) into one validated table.
+
+Both layouts end as the same pandas table (CATALOG_COLUMNS), one row per metadata row, with the image file
+found by its base name anywhere under the root, so folder naming never matters. Problems with the metadata
+itself fail fast as `MetadataError`: one line naming the file, the row and the column, and what to do.
+"""
+
+import dataclasses
+import os
+import pathlib
+
+import pandas as pd
+
+from tfds_rarespecies import labels
+
+COURSE_METADATA = "metadata.csv"
+COURSE_COLUMNS = ("rare_species_id", "eol_content_id", "eol_page_id", "kingdom", "phylum", "family", "file_path")
+TAXONOMY_FILES = ("rare_species_taxonomy.csv", "taxonomy.csv")
+TAXONOMY_COLUMNS = ("cls", "order", "genus", "species", "common_name", "filepath", "class")
+IMAGEOMICS_METADATA = os.path.join("metadata", "rarespecies-catalog.csv")
+IMAGEOMICS_COLUMNS = ("rarespecies_id", "eol_content_id", "eol_page_id", "kingdom", "phylum", "class", "order",
+                      "family", "genus", "species", "sciName", "common")
+IMAGEOMICS_LICENSES = os.path.join("metadata", "licenses.csv")
+LICENSE_COLUMNS = ("eol_content_id", "md5", "license_name", "copyright_owner")
+EXCLUSIONS_FILE = "exclusions.csv"
+EXCLUSION_COLUMNS = ("rare_species_id", "reason")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
+
+TEXT_COLUMNS = ("rare_species_id", "kingdom", "phylum", "family", "taxon_class", "order", "genus", "species",
+                "common_name", "license_name", "copyright_owner", "source_url", "md5", "file_name")
+CATALOG_COLUMNS = ("row", "eol_content_id", "eol_page_id", *TEXT_COLUMNS, "path")
+
+
+class MetadataError(ValueError):
+    """The download's metadata is unusable; the message is one line: where, what, and what to do."""
+
+
+@dataclasses.dataclass
+class Download:
+    """A located, validated download.
+
+    Attributes:
+      root: the folder holding the metadata (inside the manual dir, or inside the extracted zip).
+      layout: "course" or "imageomics".
+      metadata_path: the file the rows came from (row numbers refer to its lines).
+      table: one row per metadata row, columns CATALOG_COLUMNS; `path` is None when the file is missing.
+      unnamed_files: image files under the root that no metadata row names (relative paths, sorted).
+      has_taxonomy: whether class/order/genus/species/common name were available.
+    """
+
+    root: pathlib.Path
+    layout: str
+    metadata_path: pathlib.Path
+    table: pd.DataFrame
+    unnamed_files: list[str]
+    has_taxonomy: bool
+
+
+def find_root(manual_dir: os.PathLike) -> tuple[pathlib.Path, str] | None:
+    """The shallowest folder under manual_dir holding either layout's metadata, with the layout's name."""
+    manual_dir = pathlib.Path(manual_dir)
+    for depth in range(4):
+        pattern = "/".join(["*"] * depth)
+        candidates = sorted(manual_dir.glob(f"{pattern}/{COURSE_METADATA}" if depth else COURSE_METADATA))
+        candidates += sorted(manual_dir.glob(f"{pattern}/{IMAGEOMICS_METADATA}" if depth else IMAGEOMICS_METADATA))
+        for candidate in candidates:
+            if candidate.name == COURSE_METADATA:
+                return candidate.parent, "course"
+            return candidate.parent.parent, "imageomics"
+    return None
+
+
+def read_download(root: os.PathLike, layout: str) -> Download:
+    """Reads and validates the metadata of a located download and finds each row's image file."""
+    root = pathlib.Path(root)
+    if layout == "course":
+        metadata_path = root / COURSE_METADATA
+        table = _course_table(_read_csv(metadata_path, COURSE_COLUMNS))
+        taxonomy_path = next((root / name for name in TAXONOMY_FILES if (root / name).exists()), None)
+        has_taxonomy = taxonomy_path is not None
+        if has_taxonomy:
+            table = _join_taxonomy(table, taxonomy_path)
+    else:
+        metadata_path = root / IMAGEOMICS_METADATA
+        table = _imageomics_table(_read_csv(metadata_path, IMAGEOMICS_COLUMNS))
+        has_taxonomy = True
+        if (root / IMAGEOMICS_LICENSES).exists():
+            table = _join_licenses(table, root / IMAGEOMICS_LICENSES)
+    _validate(table, metadata_path)
+    files = _index_image_files(root)
+    table["path"] = [files.get(name) for name in table["file_name"]]
+    named = set(table["file_name"])
+    unnamed = sorted(str(path.relative_to(root)) for name, path in files.items() if name not in named)
+    return Download(root, layout, metadata_path, table[list(CATALOG_COLUMNS)], unnamed, has_taxonomy)
+
+
+def read_exclusions(path: os.PathLike) -> dict[str, str]:
+    """rare_species_id -> reason, from an exclusion CSV (the audit writes the same format)."""
+    frame = _read_csv(pathlib.Path(path), EXCLUSION_COLUMNS)
+    for column in EXCLUSION_COLUMNS:
+        _require_values(frame, column, pathlib.Path(path))
+    duplicated = frame["rare_species_id"].duplicated()
+    if duplicated.any():
+        row = int(frame.index[duplicated][0])
+        raise MetadataError(f"{path}: row {row}: column rare_species_id: duplicate id "
+                            f"{frame.at[row, 'rare_species_id']!r}; list each image once")
+    return dict(zip(frame["rare_species_id"], frame["reason"]))
+
+
+def _read_csv(path: pathlib.Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """All columns as stripped strings; index = the 1-based line number of the row in the file (header = 1)."""
+    if not path.exists():
+        raise MetadataError(f"{path}: file not found; check --manual_dir points at the download")
+    if path.stat().st_size == 0:
+        raise MetadataError(f"{path}: file is empty; download the metadata again")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise MetadataError(f"{path}: not a readable CSV ({exc}); download the metadata again") from None
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise MetadataError(f"{path}: row 1: missing column(s) {', '.join(missing)}; "
+                            f"expected {', '.join(required)}")
+    if frame.empty:
+        raise MetadataError(f"{path}: has a header but no rows; download the metadata again")
+    frame = frame.apply(lambda column: column.str.strip())
+    frame.index = range(2, len(frame) + 2)
+    return frame
+
+
+def _course_table(frame: pd.DataFrame) -> pd.DataFrame:
+    table = pd.DataFrame(index=frame.index)
+    for column in ("rare_species_id", "eol_content_id", "eol_page_id"):
+        table[column] = frame[column]
+    for column in ("kingdom", "phylum", "family"):
+        table[column] = frame[column].str.lower()
+    table["file_name"] = frame["file_path"].map(lambda p: p.replace("\\", "/").rsplit("/", 1)[-1])
+    return table
+
+
+def _imageomics_table(frame: pd.DataFrame) -> pd.DataFrame:
+    table = pd.DataFrame(index=frame.index)
+    table["rare_species_id"] = frame["rarespecies_id"]
+    table["eol_content_id"] = frame["eol_content_id"]
+    table["eol_page_id"] = frame["eol_page_id"]
+    for column in ("kingdom", "phylum", "family"):
+        table[column] = frame[column].str.lower()
+    table["taxon_class"] = frame["class"]
+    table["order"] = frame["order"]
+    table["genus"] = frame["genus"]
+    table["species"] = frame["sciName"]
+    table["common_name"] = frame["common"]
+    table["file_name"] = frame["eol_content_id"] + "_" + frame["eol_page_id"] + "_eol-full-size-copy.jpg"
+    return table
+
+
+def _join_taxonomy(table: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:
+    taxonomy = _read_csv(path, TAXONOMY_COLUMNS)
+    taxonomy["file_name"] = taxonomy["filepath"].map(lambda p: p.replace("\\", "/").rsplit("/", 1)[-1])
+    taxonomy = taxonomy.drop_duplicates("file_name").set_index("file_name")
+    joined = taxonomy.reindex(table["file_name"])
+    table["taxon_class"] = joined["cls"].fillna("").to_numpy()
+    table["order"] = joined["order"].fillna("").to_numpy()
+    table["genus"] = joined["genus"].fillna("").to_numpy()
+    table["species"] = joined["class"].fillna("").to_numpy()
+    table["common_name"] = joined["common_name"].fillna("").to_numpy()
+    return table
+
+
+def _join_licenses(table: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:
+    licenses = _read_csv(path, LICENSE_COLUMNS).drop_duplicates("eol_content_id").set_index("eol_content_id")
+    joined = licenses.reindex(table["eol_content_id"])
+    table["md5"] = joined["md5"].fillna("").str.lower().to_numpy()
+    table["license_name"] = joined["license_name"].fillna("").to_numpy()
+    table["copyright_owner"] = joined["copyright_owner"].fillna("").to_numpy()
+    source = joined["eol_full_size_copy_url"] if "eol_full_size_copy_url" in joined else None
+    table["source_url"] = source.fillna("").to_numpy() if source is not None else ""
+    return table
+
+
+def _validate(table: pd.DataFrame, path: pathlib.Path) -> None:
+    """Fails on the first problem, naming file, row and column; fills absent optional text columns with ''."""
+    for column in TEXT_COLUMNS:
+        if column not in table:
+            table[column] = ""
+    for column in ("rare_species_id", "eol_content_id", "eol_page_id", "kingdom", "phylum", "family", "file_name"):
+        _require_values(table, column, path)
+    for column in ("eol_content_id", "eol_page_id"):
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = numbers.isna() | (numbers < 0) | (numbers != numbers.round())
+        if bad.any():
+            row = int(table.index[bad][0])
+            raise MetadataError(f"{path}: row {row}: column {column}: {table.at[row, column]!r} is not a "
+                                "non-negative integer; fix the row")
+        table[column] = numbers.astype("int64")
+    for column in ("rare_species_id", "file_name"):
+        duplicated = table[column].duplicated()
+        if duplicated.any():
+            row = int(table.index[duplicated][0])
+            first = int(table.index[table[column] == table.at[row, column]][0])
+            raise MetadataError(f"{path}: row {row}: column {column}: duplicate {table.at[row, column]!r} "
+                                f"(first at row {first}); each image must appear once")
+    for column, known in (("kingdom", labels.KINGDOMS), ("phylum", labels.phyla()),
+                          ("family", labels.families())):
+        unknown = ~table[column].isin(known)
+        if unknown.any():
+            row = int(table.index[unknown][0])
+            raise MetadataError(f"{path}: row {row}: column {column}: {table.at[row, column]!r} is not one of the "
+                                f"{len(known)} known {column} names (tfds_rarespecies/rare_species/); "
+                                "fix the row or exclude it")
+    expected_phylum = table["family"].map(labels.family_to_phylum())
+    wrong = table["phylum"] != expected_phylum
+    if wrong.any():
+        row = int(table.index[wrong][0])
+        raise MetadataError(f"{path}: row {row}: column phylum: family {table.at[row, 'family']!r} belongs to "
+                            f"{expected_phylum[row]!r}, not {table.at[row, 'phylum']!r}; fix the row")
+    table["row"] = table.index
+
+
+def _require_values(table: pd.DataFrame, column: str, path: pathlib.Path) -> None:
+    empty = table[column] == ""
+    if empty.any():
+        raise MetadataError(f"{path}: row {int(table.index[empty][0])}: column {column}: empty value; fill it in "
+                            "or remove the row")
+
+
+def _index_image_files(root: pathlib.Path) -> dict[str, pathlib.Path]:
+    """base name -> path of every image file under root; the first in sorted order wins a name clash."""
+    found: dict[str, pathlib.Path] = {}
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_SUFFIXES) and name not in found:
+                found[name] = pathlib.Path(folder) / name
+    return found

@@ -1,0 +1,79 @@
+"""Turns every downloaded file into its stored JPEG once, in parallel over all cores.
+
+The per-file step (`prepare_one`) is a pure function of (file, size, quality): it reads the bytes, checks the
+md5 the licenses file gives, decodes with the one decoder (imaging.prepare) and writes the re-encoded JPEG to
+a scratch folder. A process pool maps it over the files; the hashes it returns feed the split assignment,
+which needs all of them before any example is written.
+"""
+
+import concurrent.futures
+import dataclasses
+import functools
+import hashlib
+import multiprocessing
+import os
+import pathlib
+from typing import Iterable, Iterator
+
+import tqdm
+
+from tfds_rarespecies import imaging
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    file_name: str
+    source: str
+    target: str
+    md5: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What became of one file: `reason` is empty when its JPEG was written to the job's target."""
+
+    file_name: str
+    reason: str = ""
+    detail: str = ""
+    width: int = 0
+    height: int = 0
+    content_sha256: str = ""
+    phash: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def prepare_one(job: Job, short_side: int, quality: int) -> Outcome:
+    """Reads, checks, decodes, resizes and writes one file; never raises for a bad image."""
+    data = pathlib.Path(job.source).read_bytes()
+    if job.md5 and hashlib.md5(data).hexdigest() != job.md5:
+        return Outcome(job.file_name, "md5_mismatch",
+                       f"md5 {hashlib.md5(data).hexdigest()} != licenses.csv md5 {job.md5}")
+    try:
+        prepared = imaging.prepare(data, short_side, quality)
+    except imaging.DecodeError as exc:
+        return Outcome(job.file_name, exc.reason, str(exc))
+    pathlib.Path(job.target).write_bytes(prepared.jpeg)
+    return Outcome(job.file_name, width=prepared.width, height=prepared.height,
+                   content_sha256=prepared.content_sha256, phash=prepared.phash)
+
+
+def prepare_all(jobs: Iterable[Job], short_side: int, quality: int, workers: int = 0) -> Iterator[Outcome]:
+    """Yields one Outcome per job, in job order, with a progress bar.
+
+    workers=0 uses every core. The pool uses the "spawn" start method: forking a process that has
+    TensorFlow's thread pools running is unsafe.
+    """
+    jobs = list(jobs)
+    workers = workers or os.cpu_count() or 1
+    step = functools.partial(prepare_one, short_side=short_side, quality=quality)
+    progress = functools.partial(tqdm.tqdm, total=len(jobs), desc="Decoding and resizing images", unit=" images")
+    if workers == 1 or len(jobs) < 2:
+        yield from progress(map(step, jobs))
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        chunk = max(1, min(64, len(jobs) // (workers * 8)))
+        yield from progress(pool.map(step, jobs, chunksize=chunk))

@@ -1,0 +1,267 @@
+"""rare_species: the EOL Rare Species images (11,983 photos, 202 families, 5 phyla) as sharded TFRecords.
+
+Build it with either form:
+
+    tfds build rare_species --imports=tfds_rarespecies --manual_dir=DOWNLOAD --data_dir=DATA [--config=NAME]
+    tfds build tfds_rarespecies/rare_species --manual_dir=DOWNLOAD --data_dir=DATA [--config=NAME]
+
+DOWNLOAD holds the download as it came (a zip) or its extracted contents, in the course layout (metadata.csv)
+or Imageomics' layout (metadata/rarespecies-catalog.csv). The flow: catalog (read + validate) -> preparing
+(decode, resize, encode, hash: in parallel) -> splits (stratified, duplicate-aware, deterministic) -> report
+(every row accounted for) -> examples.
+"""
+
+import dataclasses
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pandas as pd
+import tensorflow_datasets as tfds
+
+from tfds_rarespecies import catalog, labels, preparing, report, splits
+
+_DESCRIPTION = """
+Encyclopedia of Life "Rare Species" images: 11,983 photos of 400 IUCN-listed species in 202 families and
+5 phyla (Animalia), with their taxonomy. Images are stored re-encoded as JPEG with the short side resized to
+the config's size (never upscaled), so training never decodes a full-size file again. Splits are stratified
+by family (80/10/10 by default), deterministic, and keep exact and near-duplicate images within one split.
+`taxon_class`, `order`, `genus`, `species` (scientific name) and `common_name` are empty when the download
+has no taxonomy (course layout without rare_species_taxonomy.csv beside metadata.csv); the license fields are
+empty without metadata/licenses.csv.
+"""
+
+_CITATION = """
+@misc{rare_species_2023,
+  author = {Stevens, Samuel and Wu, Jiaman and Thompson, Matthew J. and Campolongo, Elizabeth G. and others},
+  title = {Rare Species Dataset},
+  year = {2023},
+  publisher = {Hugging Face},
+  doi = {10.57967/hf/1981},
+}
+"""
+
+_MANUAL_DOWNLOAD_INSTRUCTIONS = """
+Download the Rare Species images (the course zip with metadata.csv, or Imageomics' rare_species with
+metadata/rarespecies-catalog.csv) and put the zip or its extracted folder in `manual_dir`
+(`tfds build ... --manual_dir=PATH`). Optional: rare_species_taxonomy.csv beside metadata.csv (adds taxonomy),
+exclusions.csv (rare_species_id,reason) in the download root to leave known-bad images out.
+"""
+
+
+@dataclasses.dataclass(eq=False)
+class RareSpeciesConfig(tfds.core.BuilderConfig):
+    """One stored size and one split scheme.
+
+    Any field can be set from the command line: `--config='{"name": "mine", "short_side": 300, "strict": true}'`.
+
+    Attributes:
+      short_side: stored short side in pixels (aspect ratio kept, never upscaled).
+      jpeg_quality: quality of the re-encoded JPEG.
+      split_scheme: "stratified" (by family) or "species_disjoint" (validation/test species never in train).
+      fractions: train/validation/test fractions.
+      near_duplicate_distance: perceptual-hash Hamming distance (of 64 bits) under which two images of one
+        family count as near duplicates and share a split.
+      seed: salt of the deterministic split order.
+      strict: fail the build when any image is skipped.
+      exclusions: path of an exclusion CSV (rare_species_id,reason); empty = `exclusions.csv` in the download
+        root when there is one.
+      num_workers: decoding processes; 0 = every core.
+    """
+
+    short_side: int = 342
+    jpeg_quality: int = 90
+    split_scheme: str = "stratified"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    near_duplicate_distance: int = splits.NEAR_DUPLICATE_MAX_DISTANCE
+    seed: int = 0
+    strict: bool = False
+    exclusions: str = ""
+    num_workers: int = 0
+
+
+def _configs() -> list[RareSpeciesConfig]:
+    sizes = (("inception_342", 342, "InceptionV3, Xception, InceptionResNetV2, EfficientNetB2/B3 (299-px crops)"),
+             ("standard_256", 256, "224-px backbones (ResNet50V2, MobileNetV2, DenseNet121, EfficientNetB0/B1, "
+                                   "ConvNeXt)"),
+             ("small_128", 128, "the from-scratch baseline CNN, the CPU demo and tests"))
+    configs = []
+    for scheme, suffix, what in (("stratified", "", "stratified by family"),
+                                 ("species_disjoint", "_species_disjoint",
+                                  "validation/test species never in train (one-species families split by image)")):
+        for name, side, use in sizes:
+            configs.append(RareSpeciesConfig(name=name + suffix, short_side=side, split_scheme=scheme,
+                                             description=f"short side {side} px for {use}; {what}."))
+    return configs
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """DatasetBuilder for rare_species."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = _configs()
+    DEFAULT_CONFIG_NAME = "inception_342"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        text = tfds.features.Text()
+        features = {
+            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+            "file_name": text,
+            "rare_species_id": text,
+            "eol_content_id": np.int64,
+            "eol_page_id": np.int64,
+            "kingdom": tfds.features.ClassLabel(names=labels.KINGDOMS),
+            "phylum": tfds.features.ClassLabel(names=labels.phyla()),
+            "family": tfds.features.ClassLabel(names=labels.families()),
+            **{name: text for name in ("taxon_class", "order", "genus", "species", "common_name",
+                                       "license_name", "copyright_owner", "source_url")},
+            "original_width": np.int32,
+            "original_height": np.int32,
+            "content_sha256": text,
+            "phash": text,
+        }
+        return self.dataset_info_from_configs(
+            description=_DESCRIPTION,
+            features=tfds.features.FeaturesDict(features),
+            supervised_keys=("image", "family"),
+            homepage="https://huggingface.co/datasets/imageomics/rare-species",
+            citation=_CITATION,
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        config: RareSpeciesConfig = self.builder_config
+        download = catalog.read_download(*_locate(dl_manager))
+        table = download.table.copy()
+        table["status"], table["reason"], table["detail"], table["split"] = "", "", "", ""
+        unmatched = _apply_exclusions(table, _exclusions_path(config, download.root))
+        table.loc[(table["status"] == "") & table["path"].isna(), ["status", "reason"]] = ["missing", "no_file"]
+
+        scratch = pathlib.Path(dl_manager.download_dir) / "rare_species_prepared" / config.name
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        outcomes = _prepare(table, scratch, config)
+        _raise_on_md5_mismatch(outcomes, table, download.metadata_path)
+        _record_outcomes(table, outcomes)
+        if config.strict and (table["status"] == "skipped").any():
+            row = table[table["status"] == "skipped"].iloc[0]
+            raise ValueError(f"{download.metadata_path}: row {row['row']}: {row['file_name']} skipped "
+                             f"({row['reason']}: {row['detail']}); strict build: fix or exclude the file")
+
+        written = table[table["status"] == "written"]
+        groups = splits.duplicate_groups(written["file_name"].tolist(), written["family"].tolist(),
+                                         written["content_sha256"].tolist(), written["phash"].tolist(),
+                                         max_distance=config.near_duplicate_distance)
+        species = written["eol_page_id"].astype(str).tolist()
+        table.loc[written.index, "split"] = splits.assign_splits(
+            written["file_name"].tolist(), written["family"].tolist(), groups, fractions=config.fractions,
+            species=species, scheme=config.split_scheme, seed=config.seed)
+
+        build_report = _make_report(download, table, groups, unmatched, config)
+        build_report.check()
+        build_report.write(pathlib.Path(self.data_dir))
+        self.info.metadata["build_report"] = build_report.summary()
+        print(build_report.format())
+        return {split: self._generate_examples(table[table["split"] == split])
+                for split in splits.SPLITS}
+
+    def _generate_examples(self, rows: pd.DataFrame):
+        """Yields the prepared JPEG of each written row, removing its scratch file once read."""
+        for row in rows.itertuples(index=False):
+            jpeg = pathlib.Path(row.prepared)
+            example = {
+                "image": jpeg.read_bytes(),
+                **{name: getattr(row, name) for name in (
+                    "file_name", "rare_species_id", "eol_content_id", "eol_page_id", "kingdom", "phylum",
+                    "family", "taxon_class", "order", "genus", "species", "common_name", "license_name",
+                    "copyright_owner", "source_url", "original_width", "original_height", "content_sha256",
+                    "phash")},
+            }
+            jpeg.unlink()
+            yield row.file_name, example
+
+
+def _locate(dl_manager: tfds.download.DownloadManager) -> tuple[pathlib.Path, str]:
+    """The download root and layout inside manual_dir, extracting a zip there when that is what it holds."""
+    manual_dir = pathlib.Path(dl_manager.manual_dir)
+    found = catalog.find_root(manual_dir)
+    if found is None:
+        archives = sorted(manual_dir.glob("*.zip"))
+        if archives:
+            found = catalog.find_root(dl_manager.extract(archives[0]))
+    if found is None:
+        raise catalog.MetadataError(
+            f"{manual_dir}: no {catalog.COURSE_METADATA} or {catalog.IMAGEOMICS_METADATA} found (nor a zip "
+            "holding one); point --manual_dir at the Rare Species download")
+    return found
+
+
+def _exclusions_path(config: RareSpeciesConfig, root: pathlib.Path) -> pathlib.Path | None:
+    if config.exclusions:
+        return pathlib.Path(os.path.expanduser(config.exclusions))
+    default = root / catalog.EXCLUSIONS_FILE
+    return default if default.exists() else None
+
+
+def _apply_exclusions(table: pd.DataFrame, path: pathlib.Path | None) -> list[str]:
+    """Marks excluded rows; returns the exclusion ids that match no row (reported, never silently dropped)."""
+    if path is None:
+        return []
+    exclusions = catalog.read_exclusions(path)
+    hit = table["rare_species_id"].isin(exclusions)
+    table.loc[hit, "status"] = "excluded"
+    table.loc[hit, "reason"] = table.loc[hit, "rare_species_id"].map(exclusions)
+    return sorted(set(exclusions) - set(table["rare_species_id"]))
+
+
+def _prepare(table: pd.DataFrame, scratch: pathlib.Path, config: RareSpeciesConfig) -> dict:
+    todo = table[table["status"] == ""]
+    jobs = [preparing.Job(row.file_name, str(row.path), str(scratch / f"{i}.jpg"), row.md5)
+            for i, row in enumerate(todo.itertuples(index=False))]
+    table["prepared"] = ""
+    table.loc[todo.index, "prepared"] = [job.target for job in jobs]
+    return {outcome.file_name: outcome
+            for outcome in preparing.prepare_all(jobs, config.short_side, config.jpeg_quality, config.num_workers)}
+
+
+def _raise_on_md5_mismatch(outcomes: dict, table: pd.DataFrame, metadata_path: pathlib.Path) -> None:
+    for outcome in outcomes.values():
+        if outcome.reason == "md5_mismatch":
+            row = table.loc[table["file_name"] == outcome.file_name, "row"].iloc[0]
+            raise catalog.MetadataError(
+                f"{metadata_path.parent / 'licenses.csv'}: row for {outcome.file_name} (catalog row {row}): "
+                f"column md5: {outcome.detail}; the file is corrupt or not the one listed: download it again")
+
+
+def _record_outcomes(table: pd.DataFrame, outcomes: dict) -> None:
+    for column, target, missing in (("width", "original_width", 0), ("height", "original_height", 0),
+                                    ("content_sha256", "content_sha256", ""), ("phash", "phash", "")):
+        values = {name: getattr(outcome, column) for name, outcome in outcomes.items()}
+        table[target] = table["file_name"].map(values).fillna(missing)
+    status = table["file_name"].map({name: "written" if o.ok else "skipped" for name, o in outcomes.items()})
+    reason = table["file_name"].map({name: o.reason for name, o in outcomes.items()})
+    detail = table["file_name"].map({name: o.detail for name, o in outcomes.items()})
+    prepared = table["file_name"].isin(outcomes)
+    table.loc[prepared, "status"] = status[prepared]
+    table.loc[prepared, "reason"] = reason[prepared]
+    table.loc[prepared, "detail"] = detail[prepared]
+
+
+def _make_report(download: catalog.Download, table: pd.DataFrame, groups: list[int], unmatched: list[str],
+                 config: RareSpeciesConfig) -> report.BuildReport:
+    written = table[table["status"] == "written"]
+    group_sizes = pd.Series(groups).value_counts()
+    fallback = (splits.species_disjoint_fallback_families(written["family"].tolist(),
+                                                           written["eol_page_id"].astype(str).tolist())
+                if config.split_scheme == "species_disjoint" else [])
+    return report.BuildReport(
+        metadata_path=str(download.metadata_path), layout=download.layout,
+        rows=table[list(report.ROW_COLUMNS)].reset_index(drop=True),
+        unnamed_files=download.unnamed_files,
+        unmatched_exclusions=unmatched,
+        species_fallback_families=fallback,
+        duplicate_groups=int((group_sizes > 1).sum()),
+        images_in_duplicate_groups=int(group_sizes[group_sizes > 1].sum()))

@@ -1,0 +1,47 @@
+"""Prints what a built rare_species dataset holds: examples per split and phylum, and what was left out.
+
+    python -m tfds_rarespecies.summary --data_dir=~/tensorflow_datasets --config=inception_342
+
+It reads the build back through TFDS (the examples counted are the ones `tfds.load` returns), so it doubles
+as a check that the build is readable.
+"""
+
+import collections
+
+import tensorflow_datasets as tfds
+from absl import app, flags
+
+import tfds_rarespecies  # noqa: F401  (registers rare_species)
+
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir the dataset was built into.")
+_CONFIG = flags.DEFINE_string("config", "inception_342", "rare_species builder config.")
+
+
+def summarize(data_dir: str | None, config: str) -> str:
+    builder = tfds.builder("rare_species", config=config, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise SystemExit(f"error: rare_species/{config} is not built in {builder.data_dir}; run "
+                         f"`tfds build rare_species --imports=tfds_rarespecies --config={config} "
+                         f"--manual_dir=DOWNLOAD --data_dir={data_dir or '~/tensorflow_datasets'}`")
+    phylum_names = builder.info.features["phylum"].names
+    lines = [f"rare_species/{config} in {builder.data_dir}"]
+    for split in ("train", "validation", "test"):
+        counts = collections.Counter()
+        for phylum in tfds.as_numpy(builder.as_dataset(split=split).map(lambda x: x["phylum"])):
+            counts[phylum_names[phylum]] += 1
+        per_phylum = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+        lines.append(f"  {split:<10} {sum(counts.values()):>6} examples  ({per_phylum})")
+    report = builder.info.metadata.get("build_report", {})
+    lines.append("  not written: " + (", ".join(f"{key} {n}" for key, n in report.get("reasons", {}).items())
+                                      or "none"))
+    lines.append(f"  files on disk that no metadata row names: {report.get('unnamed_files', 0)}")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    print(summarize(_DATA_DIR.value, _CONFIG.value))
+
+
+if __name__ == "__main__":
+    app.run(main)
