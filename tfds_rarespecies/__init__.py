@@ -4,6 +4,11 @@ Importing this package registers the `rare_species` dataset (`tfds build rare_sp
 `tfds.load("rare_species")`).
 """
 
-from tfds_rarespecies.rare_species.rare_species_dataset_builder import Builder, RareSpeciesConfig
+import multiprocessing
 
-__all__ = ["Builder", "RareSpeciesConfig"]
+# The builder's decoding workers (spawned processes) need only Pillow: skipping the TFDS import there makes
+# each worker start in a fraction of a second instead of importing TensorFlow.
+if multiprocessing.parent_process() is None:
+    from tfds_rarespecies.rare_species.rare_species_dataset_builder import Builder, RareSpeciesConfig
+
+    __all__ = ["Builder", "RareSpeciesConfig"]

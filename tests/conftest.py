@@ -1,0 +1,56 @@
+"""Shared fixtures: the real metadata copied into the repo, and tiny built datasets from generated images."""
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+import tfds_rarespecies  # noqa: E402
+from tfds_rarespecies import replica  # noqa: E402
+
+DATA = pathlib.Path(__file__).parent / "data"
+TINY_FAMILIES = ("acroporidae", "unionidae", "pteropodidae", "cheloniidae")
+TINY_PER_FAMILY = 20
+
+
+@pytest.fixture(scope="session")
+def real_metadata() -> pd.DataFrame:
+    """The course metadata.csv, byte for byte (11,983 rows)."""
+    return pd.read_csv(DATA / "rare_species_metadata.csv", dtype=str, keep_default_na=False)
+
+
+@pytest.fixture(scope="session")
+def real_taxonomy() -> pd.DataFrame:
+    """Imageomics' taxonomy annotation of the same files."""
+    return pd.read_csv(DATA / "rare_species_taxonomy.csv", dtype=str, keep_default_na=False)
+
+
+def tiny_rows(metadata: pd.DataFrame, families=TINY_FAMILIES, per_family=TINY_PER_FAMILY) -> pd.DataFrame:
+    frame = metadata[metadata["family"].isin(families)].sort_values(["family", "rare_species_id"])
+    return frame.groupby("family", group_keys=False).head(per_family).reset_index(drop=True)
+
+
+def build(manual_dir, data_dir, config="small_128", **overrides) -> tfds.core.DatasetBuilder:
+    """Builds rare_species from manual_dir into data_dir; overrides make a custom config named config_custom."""
+    if overrides:
+        base = next(c for c in tfds_rarespecies.Builder.BUILDER_CONFIGS if c.name == config)
+        fields = {name: getattr(base, name) for name in ("short_side", "jpeg_quality", "split_scheme")}
+        config = tfds_rarespecies.RareSpeciesConfig(name=f"{config}_custom", **{**fields, **overrides})
+    builder = tfds_rarespecies.Builder(config=config, data_dir=str(data_dir))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    return builder
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory, real_metadata, real_taxonomy) -> str:
+    """A data_dir holding rare_species/small_128 built from 4 families x 20 learnable generated images
+    (130..200 px, course layout with taxonomy): 16/2/2 per family in train/validation/test."""
+    root = tmp_path_factory.mktemp("tiny")
+    rows = tiny_rows(real_metadata)
+    replica.write_replica(root / "download", rows, "course", real_taxonomy, min_side=130, max_side=200)
+    build(root / "download", root / "data")
+    return str(root / "data")
