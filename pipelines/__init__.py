@@ -1,0 +1,43 @@
+"""Input pipelines: from a built `rare_species` TFDS dataset to batches for `model.fit`, for any backbone.
+
+Public API (everything the trainer needs; the modules hold one concern each):
+
+    cfg = InputConfig.for_backbone("efficientnetb0", data_dir, batch_size=32, augment="recipe")
+    train = make_dataset(cfg, "train", training=True, strategy=strategy)      # infinite, global batches
+    val = make_dataset(cfg, "validation", training=False, strategy=strategy)  # finite, each example once
+    model.fit(train, steps_per_epoch=steps_per_epoch(cfg, "train", strategy.num_replicas_in_sync),
+              validation_data=val, ...)
+
+- `InputConfig` (config): the plain frozen config; `.soft_labels` says whether labels are one-hot.
+- `make_dataset(cfg, split, training, strategy=None, input_context=None, with_file_names=False)` (datasets):
+  (images, labels[, sample_weights]) batches; global batches for Keras' own distribution on one worker, or
+  per-replica batches of one input pipeline's shard given an InputContext.
+- `distributed_dataset(strategy, cfg, split, training, with_file_names=False)` (datasets): the same through
+  `strategy.distribute_datasets_from_function`; required for multi-worker, accepted by fit/evaluate.
+- `steps_per_epoch(cfg, split="train", num_replicas=1)` (datasets): global batches per epoch.
+- `model_front_layers(cfg)` (model_front): augmentation + `BackboneScaling` for the front of the model when
+  `cfg.augment_on_device`; empty otherwise.
+- `augmentation_layers(name, strength=1.0, seed=0)` (augmentation): the Keras layers of a named recipe.
+- `dataset_info(cfg) -> DatasetInfo` (reading): examples per split, family and phylum names, family->phylum.
+- `label_counts(cfg, split="train")` (reading): examples per family id, from the label column only.
+- `class_weights(counts, scheme, beta=0.999) -> dict[int, float]` (balancing): for Keras' class_weight.
+- `cached_features(model, weights_id, cfg, split, cache_dir) -> Features` (features): frozen-backbone
+  embeddings cached on disk; `Features.dataset(batch_size)` feeds a head.
+- `get_backbone(name)`, `BACKBONES` (backbones): the one per-backbone table.
+- `DatasetNotBuiltError` (reading): raised with the `tfds build` command to run.
+"""
+
+from pipelines.augmentation import augmentation_layers
+from pipelines.backbones import BACKBONES, get_backbone
+from pipelines.balancing import class_weights
+from pipelines.config import InputConfig
+from pipelines.datasets import distributed_dataset, make_dataset, steps_per_epoch
+from pipelines.features import Features, cached_features
+from pipelines.model_front import BackboneScaling, model_front_layers
+from pipelines.reading import DatasetInfo, DatasetNotBuiltError, dataset_info, label_counts
+
+__all__ = [
+    "BACKBONES", "BackboneScaling", "DatasetInfo", "DatasetNotBuiltError", "Features", "InputConfig",
+    "augmentation_layers", "cached_features", "class_weights", "dataset_info", "distributed_dataset",
+    "get_backbone", "label_counts", "make_dataset", "model_front_layers", "steps_per_epoch",
+]

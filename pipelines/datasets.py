@@ -1,0 +1,182 @@
+"""The tf.data pipelines for training and evaluation, for Keras' own distribution or for one input pipeline.
+
+Training, per input pipeline: shuffled files (TFDS, seeded) -> targeted oversampling -> example shuffle ->
+repeat -> class-balanced resampling -> parallel decode with a random-resized crop (stateless, seeded per
+element) -> batch (drop_remainder: every replica gets a full batch) -> MixUp/CutMix -> augmentation layers
+(unless on device) -> backbone scaling (unless on device) -> prefetch. Training datasets are infinite: the
+trainer passes `steps_per_epoch`.
+
+Evaluation: files in order (always deterministic) -> decode of the central square -> cache (when it fits in
+EVAL_CACHE_BYTES) -> batch without dropping the remainder -> scaling -> prefetch. Finite, so every example
+counts exactly once.
+
+Two ways to distribute:
+- `make_dataset(cfg, split, training, strategy)`: one dataset batched by the global batch size, for
+  `model.fit/evaluate` under `strategy.scope()` (Keras splits each batch across the replicas). One worker only.
+- `distributed_dataset(strategy, cfg, split, training)`: `strategy.distribute_datasets_from_function`, each
+  input pipeline reading its own shard batched per replica; any strategy, multi-worker included. Keras'
+  fit/evaluate take it as it is under one-worker strategies; under MultiWorkerMirroredStrategy Keras 3's fit
+  fails before the first step (keras-team/keras#20585), so multi-worker training steps it with strategy.run.
+"""
+
+import tensorflow as tf
+
+from pipelines import augmentation, backbones, balancing, images, mixing, reading
+from pipelines.config import InputConfig
+
+EVAL_CACHE_BYTES = 1 << 30
+
+
+def make_dataset(cfg: InputConfig, split: str, training: bool, strategy: tf.distribute.Strategy | None = None,
+                 input_context: tf.distribute.InputContext | None = None,
+                 with_file_names: bool = False) -> tf.data.Dataset:
+    """Batches of (images, labels[, sample_weights]) ready for model.fit / evaluate.
+
+    images: float32 (B, S, S, 3), scaled for cfg.backbone (0..255 when cfg.augment_on_device).
+    labels: int32 family ids, or one-hot float32 with MixUp/CutMix (cfg.soft_labels); a dict
+      {"family", "phylum"} of those when cfg.aux_phylum.
+    sample_weights: float32 (B,), training batches only, when cfg.class_weighting is set.
+    Without input_context the batch is global (cfg.batch_size x strategy's replicas); with one (from
+    distribute_datasets_from_function) it is per replica and the pipeline reads only its shard.
+    with_file_names: yield (images, labels, file_names) instead (never sample weights): for prediction
+      tables, the feature cache and audits, not for fit.
+    """
+    if input_context is None:
+        if _num_workers(strategy) > 1:
+            raise ValueError("make_dataset without input_context serves one worker: under a multi-worker "
+                             "strategy use distributed_dataset(strategy, cfg, split, training)")
+        batch_size = cfg.batch_size * (strategy.num_replicas_in_sync if strategy else 1)
+        pipeline_id = 0
+    else:
+        batch_size = input_context.get_per_replica_batch_size(
+            cfg.batch_size * input_context.num_replicas_in_sync)
+        pipeline_id = input_context.input_pipeline_id
+    builder = reading.load_builder(cfg)
+    examples = reading.read_examples(builder, split, training, cfg.seed, input_context)
+    seed = tf.constant([cfg.seed, pipeline_id], tf.int64)
+    if training:
+        decoded = _training_examples(cfg, split, examples, seed)
+    else:
+        decoded = _evaluation_examples(cfg, builder, split, examples, input_context)
+    batches = decoded.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
+    to_model = _ModelInputs(cfg, builder, split, training, with_file_names, pipeline_id)
+    batches = batches.enumerate().map(to_model, num_parallel_calls=None if cfg.deterministic else tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg, training))
+
+
+def distributed_dataset(strategy: tf.distribute.Strategy, cfg: InputConfig, split: str, training: bool,
+                        with_file_names: bool = False):
+    """`make_dataset` per input pipeline through `strategy.distribute_datasets_from_function`."""
+    return strategy.distribute_datasets_from_function(
+        lambda context: make_dataset(cfg, split, training, input_context=context,
+                                     with_file_names=with_file_names))
+
+
+def steps_per_epoch(cfg: InputConfig, split: str = "train", num_replicas: int = 1) -> int:
+    """Global batches in one pass over the split, counting the oversampled families' extra views."""
+    return max(1, int(_epoch_counts(cfg, split).sum()) // (cfg.batch_size * num_replicas))
+
+
+def _epoch_counts(cfg: InputConfig, split: str):
+    """Examples per family in one epoch: the split's counts, listed families times 1 + extra views."""
+    counts = reading.label_counts(cfg, split).astype("float64")
+    if cfg.oversample_families:
+        counts[reading.family_ids(cfg, cfg.oversample_families)] *= 1 + cfg.oversample_extra_views
+    return counts
+
+
+def _family(example):
+    return example["family"]
+
+
+def _training_examples(cfg: InputConfig, split: str, examples: tf.data.Dataset, seed) -> tf.data.Dataset:
+    if cfg.oversample_families:
+        examples = balancing.oversample(examples, _family, reading.family_ids(cfg, cfg.oversample_families),
+                                        cfg.oversample_extra_views)
+    examples = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
+    examples = balancing.resample(examples, _family, _epoch_counts(cfg, split), cfg.sampling_temperature,
+                                  cfg.seed)
+    min_area = augmentation.crop_min_area(cfg.augment, cfg.augment_strength)
+
+    def decode(index, example):
+        if min_area < 1.0:
+            element_seed = tf.random.experimental.stateless_fold_in(seed, index)
+            image = images.decode_random_crop(example["image"], cfg.image_size, element_seed, min_area)
+        else:
+            image = images.decode_center(example["image"], cfg.image_size)
+        return {**example, "image": image}
+
+    return examples.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _evaluation_examples(cfg: InputConfig, builder, split: str, examples: tf.data.Dataset,
+                         input_context) -> tf.data.Dataset:
+    decoded = examples.map(lambda example: {**example, "image": images.decode_center(example["image"],
+                                                                                     cfg.image_size)},
+                           num_parallel_calls=tf.data.AUTOTUNE)
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    cached_bytes = builder.info.splits[split].num_examples / num_pipelines * cfg.image_size ** 2 * 3
+    return decoded.cache() if cfg.cache_eval and cached_bytes <= EVAL_CACHE_BYTES else decoded
+
+
+class _ModelInputs:
+    """Turns a batch of decoded examples into what the model takes (a callable for Dataset.map)."""
+
+    def __init__(self, cfg: InputConfig, builder, split: str, training: bool, with_file_names: bool,
+                 pipeline_id: int):
+        self.cfg, self.training, self.with_file_names = cfg, training, with_file_names
+        self.num_families = builder.info.features["family"].num_classes
+        self.num_phyla = builder.info.features["phylum"].num_classes
+        self.seed = tf.constant([cfg.seed + 1, pipeline_id], tf.int64)
+        self.backbone = backbones.get_backbone(cfg.backbone)
+        self.weights = None
+        if training and cfg.class_weighting != "none" and not with_file_names:
+            weights = balancing.class_weights(reading.label_counts(cfg, split), cfg.class_weighting,
+                                              cfg.class_weight_beta)
+            self.weights = tf.constant(balancing.weight_vector(weights, self.num_families))
+        self.layers = []
+        if training and not cfg.augment_on_device:
+            self.layers = augmentation.augmentation_layers(cfg.augment, cfg.augment_strength,
+                                                           cfg.seed + 1000 * pipeline_id)
+
+    def __call__(self, index, batch):
+        cfg = self.cfg
+        pixels = tf.cast(batch["image"], tf.float32)
+        labels = {"family": tf.cast(batch["family"], tf.int32), "phylum": tf.cast(batch["phylum"], tf.int32)}
+        if cfg.soft_labels:
+            labels = {"family": tf.one_hot(labels["family"], self.num_families),
+                      "phylum": tf.one_hot(labels["phylum"], self.num_phyla)}
+        weights = None if self.weights is None else tf.gather(self.weights, batch["family"])
+        if self.training and cfg.soft_labels:
+            batch_seed = tf.random.experimental.stateless_fold_in(self.seed, index)
+            targets = {"labels": labels} if weights is None else {"labels": labels, "weights": weights}
+            pixels, targets = mixing.mix_batch(pixels, targets, batch_seed, cfg.mixup_alpha, cfg.cutmix_alpha)
+            labels, weights = targets["labels"], targets.get("weights")
+        for layer in self.layers:
+            pixels = layer(pixels, training=True)
+        if not cfg.augment_on_device:
+            pixels = self.backbone.preprocess(pixels)
+        labels = labels if cfg.aux_phylum else labels["family"]
+        if self.with_file_names:
+            return pixels, labels, batch["file_name"]
+        return (pixels, labels) if weights is None else (pixels, labels, weights)
+
+
+def _options(cfg: InputConfig, training: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    # Evaluation keeps the stored order (cheap, and prediction tables come out the same every run).
+    options.deterministic = cfg.deterministic or not training
+    options.autotune.enabled = True
+    options.experimental_optimization.map_parallelization = True
+    options.experimental_optimization.parallel_batch = True
+    # Sharding is done here (per file or per example, from the InputContext); tf.distribute must not redo it.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
+
+
+def _num_workers(strategy: tf.distribute.Strategy | None) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    jobs = resolver.cluster_spec().as_dict()
+    return max(1, len(jobs.get("chief", [])) + len(jobs.get("worker", [])))

@@ -1,0 +1,104 @@
+"""Frozen-backbone features: run a backbone once over a split and keep its pooled embeddings on disk.
+
+Training or tuning a head on a frozen backbone needs the forward pass once, not once per epoch or trial. The
+cache file is named by a hash of everything the embeddings depend on (dataset name/config/version and the
+split's size, split, backbone, weights identifier, image size, decoding version), and the key is stored in
+the file and checked on reading: a changed part means a different file, so a stale cache is never read.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from pipelines import datasets, reading
+from pipelines.config import InputConfig
+
+# Bump when decoding or scaling of evaluation images changes: embeddings cached before then are stale.
+DECODING_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """Embeddings of one split, row-aligned with their labels and file names (the join key)."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    phyla: np.ndarray
+    file_names: np.ndarray
+
+    def dataset(self, batch_size: int, aux_phylum: bool = False, shuffle_seed: int | None = None):
+        """tf.data of (embedding, label) batches (labels {"family", "phylum"} with aux_phylum)."""
+        labels = {"family": self.labels, "phylum": self.phyla} if aux_phylum else self.labels
+        rows = tf.data.Dataset.from_tensor_slices((self.embeddings, labels))
+        if shuffle_seed is not None:
+            rows = rows.shuffle(len(self.labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+        return rows.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def cache_key(cfg: InputConfig, split: str, weights_id: str) -> dict:
+    """Everything the embeddings depend on."""
+    info = reading.load_builder(cfg).info
+    return {"dataset": info.full_name, "split": split, "num_examples": info.splits[split].num_examples,
+            "num_bytes": info.splits[split].num_bytes, "backbone": cfg.backbone, "weights": weights_id,
+            "image_size": cfg.image_size, "decoding_version": DECODING_VERSION}
+
+
+def cached_features(model: keras.Model, weights_id: str, cfg: InputConfig, split: str,
+                    cache_dir: os.PathLike) -> Features:
+    """The model's outputs (pooled embeddings) for every example of the split, from cache_dir when cached.
+
+    model: takes images scaled for cfg.backbone at cfg.image_size (e.g. the backbone with pooling="avg").
+    weights_id: names the weights ("imagenet", a checkpoint path and step, a hash): part of the cache key.
+    """
+    key = cache_key(cfg, split, weights_id)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    path = pathlib.Path(cache_dir) / f"{cfg.backbone}_{cfg.image_size}px_{digest}.npz"
+    cached = _load(path, key)
+    if cached is not None:
+        return cached
+    features = _forward(model, cfg, split, key["num_examples"])
+    _save(path, key, features)
+    return features
+
+
+def _forward(model: keras.Model, cfg: InputConfig, split: str, num_examples: int) -> Features:
+    plain = dataclasses.replace(cfg, augment_on_device=False, mixup_alpha=0.0, cutmix_alpha=0.0,
+                                aux_phylum=True, class_weighting="none")
+    batches = datasets.make_dataset(plain, split, training=False, with_file_names=True)
+    embeddings, families, phyla, names = [], [], [], []
+    total = math.ceil(num_examples / cfg.batch_size)
+    for images, labels, file_names in tqdm.tqdm(batches, total=total, desc=f"features {cfg.backbone} {split}",
+                                                unit="batch"):
+        embeddings.append(np.asarray(model.predict_on_batch(images), dtype=np.float32))
+        families.append(labels["family"].numpy())
+        phyla.append(labels["phylum"].numpy())
+        names.append(file_names.numpy().astype(str))
+    return Features(np.concatenate(embeddings), np.concatenate(families), np.concatenate(phyla),
+                    np.concatenate(names))
+
+
+def _load(path: pathlib.Path, key: dict) -> Features | None:
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        if json.loads(str(stored["key"])) != key:
+            return None
+        return Features(stored["embeddings"], stored["labels"], stored["phyla"], stored["file_names"])
+
+
+def _save(path: pathlib.Path, key: dict, features: Features) -> None:
+    """Writes beside the target and renames, so a concurrent reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        np.savez(handle, key=json.dumps(key, sort_keys=True), embeddings=features.embeddings,
+                 labels=features.labels, phyla=features.phyla, file_names=features.file_names)
+    os.replace(handle.name, path)

@@ -1,0 +1,34 @@
+"""From the stored JPEG bytes to a square uint8 image of the model's size, decoding only the pixels kept.
+
+`tf.image.decode_and_crop_jpeg` decodes just the crop window, so a random-resized crop of a 342-px image
+costs less than decoding it whole. Both paths end in the same antialiased resize and round to uint8, so a
+cached evaluation image is bit-identical to a freshly decoded one.
+"""
+
+import tensorflow as tf
+
+ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+
+
+def decode_center(jpeg, size: int):
+    """The central square (the whole short side), resized: evaluation and un-augmented training."""
+    shape = tf.image.extract_jpeg_shape(jpeg)
+    side = tf.minimum(shape[0], shape[1])
+    window = tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
+    return _resize(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), size)
+
+
+def decode_random_crop(jpeg, size: int, seed, min_area: float):
+    """An Inception-style random-resized crop: area fraction in [min_area, 1], aspect ratio 3:4..4:3."""
+    shape = tf.image.extract_jpeg_shape(jpeg)
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+        min_object_covered=min_area, aspect_ratio_range=ASPECT_RATIO_RANGE, area_range=(min_area, 1.0),
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
+    return _resize(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), size)
+
+
+def _resize(image, size: int):
+    resized = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)

@@ -1,0 +1,124 @@
+"""Reading the built TFDS dataset: its builder, the raw examples one input pipeline reads, its label counts.
+
+Pipelines read only what `tfds build` wrote (dataset_info.json and the TFRecords), never the download.
+Importing `tfds_rarespecies` (for its shipped family->phylum table) also registers `rare_species`. The image
+stays JPEG bytes (SkipDecoding) so the parallel map decodes it, cropping while it decodes (pipelines.images);
+of the other features only the labels and the file name are parsed (PartialDecoding).
+"""
+
+import dataclasses
+import functools
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import tfds_rarespecies.labels
+from pipelines.config import InputConfig
+
+FEATURES_READ = ("image", "family", "phylum", "file_name")
+MAX_INTERLEAVED_FILES = 16
+
+
+class DatasetNotBuiltError(FileNotFoundError):
+    """The dataset/config is not prepared in data_dir."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the trainer needs to know about the built dataset.
+
+    Attributes:
+      full_name: "name/config/version", part of every cache key.
+      num_examples: examples per split.
+      family_names, phylum_names: the ClassLabel names; label ids index them.
+      family_phylum: phylum id of each family id (tfds_rarespecies' shipped table, by name).
+    """
+
+    full_name: str
+    num_examples: dict[str, int]
+    family_names: tuple[str, ...]
+    phylum_names: tuple[str, ...]
+    family_phylum: np.ndarray
+
+
+def load_builder(cfg: InputConfig) -> tfds.core.DatasetBuilder:
+    """The prepared builder, or one error line naming the command that builds it."""
+    try:
+        builder = tfds.builder(cfg.dataset_name, config=cfg.dataset_config, data_dir=cfg.data_dir)
+        prepared = builder.is_prepared()
+    except tfds.core.registered.DatasetNotFoundError:
+        prepared = False
+    if not prepared:
+        raise DatasetNotBuiltError(
+            f"{cfg.dataset_name}/{cfg.dataset_config} is not built in "
+            f"{cfg.data_dir or 'the default TFDS data_dir'}: run `tfds build {cfg.dataset_name} "
+            f"--imports=tfds_rarespecies --config={cfg.dataset_config} "
+            f"--manual_dir=DOWNLOAD_DIR --data_dir={cfg.data_dir or '~/tensorflow_datasets'}`")
+    return builder
+
+
+def read_examples(builder: tfds.core.DatasetBuilder, split: str, training: bool, seed: int,
+                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """Undecoded examples {image: JPEG bytes, family, phylum, file_name} of this input pipeline's shard.
+
+    With several input pipelines each reads a disjoint part: whole files when the split has at least one
+    file per pipeline (TFDS shards the file list before shuffling it), otherwise an even slice of the examples
+    (tfds.even_splits), so the shards never depend on the read order.
+    Training shuffles the file order (seeded, anew each epoch).
+    """
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    by_file = num_pipelines > 1 and len(builder.info.splits[split].file_instructions) >= num_pipelines
+    if num_pipelines > 1 and not by_file:
+        split = tfds.even_splits(split, num_pipelines)[input_context.input_pipeline_id]
+    num_files = len(builder.info.splits[split].file_instructions)
+    read_config = tfds.ReadConfig(
+        input_context=input_context if by_file else None,
+        shuffle_seed=seed,
+        interleave_cycle_length=min(num_files, MAX_INTERLEAVED_FILES),
+        try_autocache=False)  # evaluation caches decoded images itself; raw records would be a second copy
+    decoders = tfds.decode.PartialDecoding({name: True for name in FEATURES_READ},
+                                           decoders={"image": tfds.decode.SkipDecoding()})
+    return builder.as_dataset(split=split, shuffle_files=training, read_config=read_config, decoders=decoders)
+
+
+def label_counts(cfg: InputConfig, split: str = "train") -> np.ndarray:
+    """Examples per family id (length = number of families) in the split."""
+    families = _family_column(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)
+    return np.bincount(families, minlength=len(_family_names(cfg)))
+
+
+def family_ids(cfg: InputConfig, names) -> list[int]:
+    """Label ids of family names, with an error naming any unknown one."""
+    known = {name: index for index, name in enumerate(_family_names(cfg))}
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown families {', '.join(unknown)}: not in {cfg.dataset_name}'s family list")
+    return [known[name] for name in names]
+
+
+def dataset_info(cfg: InputConfig) -> DatasetInfo:
+    builder = load_builder(cfg)
+    family_names = _family_names(cfg)
+    phylum_names = tuple(builder.info.features["phylum"].names)
+    phylum_of = tfds_rarespecies.labels.family_to_phylum()
+    return DatasetInfo(
+        full_name=builder.info.full_name,
+        num_examples={name: split.num_examples for name, split in builder.info.splits.items()},
+        family_names=family_names,
+        phylum_names=phylum_names,
+        family_phylum=np.array([phylum_names.index(phylum_of[family]) for family in family_names]))
+
+
+def _family_names(cfg: InputConfig) -> tuple[str, ...]:
+    return tuple(load_builder(cfg).info.features["family"].names)
+
+
+@functools.cache
+def _family_column(dataset_name: str, dataset_config: str, data_dir: str | None, split: str) -> np.ndarray:
+    """The family id of every example of the split, parsing nothing else; cached per process."""
+    builder = tfds.builder(dataset_name, config=dataset_config, data_dir=data_dir)
+    column = builder.as_dataset(split=split, read_config=tfds.ReadConfig(try_autocache=False),
+                                decoders=tfds.decode.PartialDecoding({"family": True}))
+    batches = [batch["family"] for batch in column.batch(8192).as_numpy_iterator()]
+    return np.concatenate([np.zeros(0, np.int64), *batches]).astype(np.int64)
