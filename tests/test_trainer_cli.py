@@ -1,0 +1,43 @@
+"""`python -m trainer.main` as a user meets it: --helpfull, and one error line with exit status 2 per mistake."""
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from trainer.config import Config
+
+REPO = pathlib.Path(__file__).parent.parent
+
+
+def trainer_main(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, "-m", "trainer.main", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_helpfull_documents_every_flag():
+    done = trainer_main("--helpfull")  # absl ends help with exit status 1
+    for field in dataclasses.fields(Config):
+        assert f"--{field.name}:" in done.stdout or f"--[no]{field.name}:" in done.stdout, field.name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backbone=resnet9000"], "flag --backbone=resnet9000: value should be one of <baseline_cnn|"),
+    (["--weights=/no/such/weights.h5"], "--weights=/no/such/weights.h5: no such file"),
+    (["--backbone=mobilenetv2", "--image_size=20"], "--image_size=20 is below mobilenetv2's minimum 32"),
+    (["--phylum_loss_weight=0.3"], "--phylum_loss_weight=0.3 with --phylum_head=False"),
+    (["--data_dir={empty}"], "rare_species/small_128 is not built in {empty}: run `tfds build rare_species"),
+], ids=["unknown_backbone", "missing_weights", "image_too_small", "aux_weight_without_head", "dataset_not_built"])
+def test_mistakes_end_in_one_error_line(args, message, tmp_path):
+    empty = tmp_path / "empty"
+    done = trainer_main("--flagfile=configs/demo.flags", f"--model_dir={tmp_path / 'run'}",
+                        *(arg.format(empty=empty) for arg in args))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("trainer.main: error:")]
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and message.format(empty=empty) in errors[0]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,111 @@
+"""`trainer.train.run` end to end on the tiny generated dataset (a few learnable families, 16/2/2 images each)."""
+
+import dataclasses
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+import pipelines  # registers BackboneScaling, which model.keras names
+from tfds_rarespecies import labels
+from trainer import flags, inputs, train
+from trainer.config import Config, ConfigError
+
+
+def tiny_config(data_dir, model_dir, **changes) -> Config:
+    """The baseline CNN from scratch at 32 px in small batches: seconds per run on two CPU cores. Epochs of
+    two passes give BatchNormalization's moving statistics, which validation uses, time to follow the training
+    batches; patience spans the whole phase, so the epoch counts below are exact."""
+    base = Config(data_dir=data_dir, model_dir=str(model_dir), dataset_config="small_128", backbone="baseline_cnn",
+                  image_size=32, weights="none", batch_size=8, steps_per_epoch=12, phase1_epochs=1,
+                  phase1_learning_rate=3e-3, phase2_epochs=8, phase2_learning_rate=3e-3, unfreeze_layers=-1,
+                  warmup_epochs=0, early_stopping_patience=10, seed=1)
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data_dir, tmp_path_factory):
+    """One full run shared by the tests below: (config, results, what the epoch hook reported)."""
+    config = tiny_config(tiny_data_dir, tmp_path_factory.mktemp("run"))
+    reported = []
+    results = train.run(config, on_epoch_end=lambda epoch, f1: reported.append((epoch, f1)))
+    return config, results, reported
+
+
+def test_run_writes_every_artifact(trained):
+    config, results, _ = trained
+    paths = {name: pathlib.Path(path) for name, path in results["paths"].items()}
+    assert all(path.exists() for path in paths.values())
+    assert json.loads(paths["metrics"].read_text())["test"] == results["test"]
+    assert json.loads(paths["labels"].read_text()) == {"family": list(labels.families())}
+    for phase, epochs in (("phase1", 1), ("phase2", 8)):
+        log = pd.read_csv(paths["model_dir"] / "logs" / f"{phase}.csv")
+        assert list(log["epoch"]) == list(range(epochs)) and "val_macro_f1" in log
+        assert results["phases"][phase]["epochs"] == epochs
+
+
+def test_metrics_are_in_range_and_the_model_learns(trained):
+    _, results, reported = trained
+    for split in ("validation", "test"):
+        for name in ("accuracy", "top5_accuracy", "auc", "macro_f1"):
+            assert 0.0 <= results[split][name] <= 1.0
+    assert results["best_val_macro_f1"] > 0.6  # 3 or 4 families: chance is about 0.3
+    assert results["validation"]["macro_f1"] == pytest.approx(results["best_val_macro_f1"], abs=1e-6)
+    assert [epoch for epoch, _ in reported] == list(range(1, 10))
+    assert max(f1 for _, f1 in reported) == pytest.approx(results["best_val_macro_f1"])
+    assert set(results["test_f1_per_family"]) <= set(labels.families())
+
+
+def test_saved_model_takes_raw_images_and_scores_like_the_trained_one(trained):
+    config, results, _ = trained
+    model = keras.saving.load_model(results["paths"]["model"])
+    raw = pipelines.InputConfig(data_dir=config.data_dir, dataset_config=config.dataset, backbone=config.backbone,
+                                image_size=config.input_size, batch_size=16, augment_on_device=True)
+    images, ids = zip(*pipelines.make_dataset(raw, "validation", training=False).as_numpy_iterator())
+    predicted = model.predict(np.concatenate(images), verbose=0)["family"].argmax(1)
+    assert np.mean(predicted == np.concatenate(ids)) == pytest.approx(results["validation"]["accuracy"])
+
+
+def test_saved_flagfile_reproduces_the_config(trained):
+    config, results, _ = trained
+    assert flags.parse([f"--flagfile={results['paths']['flagfile']}"]) == config
+
+
+def test_rerunning_a_finished_run_skips_its_phases(trained, capsys):
+    config, results, _ = trained
+    again = train.run(config)
+    assert "phase1: already complete (1 epochs), skipped" in capsys.readouterr().out
+    assert again["phases"] == results["phases"] and again["best_val_macro_f1"] == results["best_val_macro_f1"]
+
+
+def test_model_dir_of_another_run_is_refused(trained):
+    config, _, _ = trained
+    with pytest.raises(ConfigError, match=r"holds a run with other flags \(now --seed=2\)"):
+        train.run(dataclasses.replace(config, seed=2))
+
+
+def test_cached_phase1_trains_the_head_as_well_as_the_image_path(tiny_data_dir, tmp_path):
+    """The frozen backbone makes both paths see the same embeddings; only batch order differs."""
+    losses = {}
+    for cached in (False, True):
+        config = tiny_config(tiny_data_dir, tmp_path / str(cached), phase1_cached_features=cached,
+                             phase1_epochs=6, phase2_epochs=0, pool_dropout=0.0, dense_dropout=0.0)
+        losses[cached] = train.run(config)["validation"]["loss"]
+    assert losses[True] == pytest.approx(losses[False], rel=0.05)
+    assert list((tmp_path / "True" / "features").glob("*.npz"))
+
+
+def test_phylum_head_and_oversampling_phase(tiny_data_dir, tmp_path):
+    config = tiny_config(tiny_data_dir, tmp_path, phase1_epochs=0, phase2_epochs=2, phylum_head=True,
+                         phylum_loss_weight=0.3, oversample_f1_threshold=1.01, oversample_epochs=1,
+                         steps_per_epoch=3)
+    results = train.run(config)
+    families = json.loads((tmp_path / "logs" / "oversample.families.json").read_text())
+    counts = pipelines.label_counts(inputs.input_config(config), "validation")
+    assert families == sorted(name for name, count in zip(labels.families(), counts) if count)  # all under F1 1.01
+    assert results["phases"]["oversample"]["epochs"] == 1
+    assert {"family_macro_f1", "phylum_loss"} <= set(results["test"])
+    assert json.loads((tmp_path / "labels.json").read_text())["phylum"] == list(labels.phyla())

@@ -1,0 +1,52 @@
+"""A run killed mid-phase and restarted with the same command continues where it was."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+REPO = pathlib.Path(__file__).parent.parent
+EPOCHS = 20
+
+
+def command(data_dir, model_dir) -> list[str]:
+    return [sys.executable, "-m", "trainer.main", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+            "--dataset_config=small_128", "--backbone=baseline_cnn", "--weights=none", "--image_size=32",
+            "--batch_size=8", "--steps_per_epoch=2", "--phase1_epochs=1", f"--phase2_epochs={EPOCHS}",
+            "--unfreeze_layers=-1",
+            "--early_stopping_patience=1000", "--strategy=one_device"]
+
+
+def logged_epochs(model_dir: pathlib.Path, phase: str) -> list[int]:
+    log = model_dir / "logs" / f"{phase}.csv"
+    return pd.read_csv(log)["epoch"].tolist() if log.exists() and log.stat().st_size else []
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_epoch(tiny_data_dir, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    first = subprocess.Popen(command(tiny_data_dir, tmp_path), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(logged_epochs(tmp_path, "phase2")) < 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = logged_epochs(tmp_path, "phase2")
+    assert 2 <= len(before) < EPOCHS and (tmp_path / "backup" / "phase2").exists()
+
+    second = subprocess.run(command(tiny_data_dir, tmp_path), cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "phase1: already complete (1 epochs), skipped" in second.stdout
+    assert f"Epoch 1/{EPOCHS}" not in second.stdout  # phase 2 did not start over
+    epochs = logged_epochs(tmp_path, "phase2")
+    assert epochs[:len(before)] == before and epochs[len(before)] > before[-1]
+    assert epochs == sorted(set(epochs)) and epochs[-1] == EPOCHS - 1
+    assert logged_epochs(tmp_path, "phase1") == [0]
+    assert (tmp_path / "metrics.json").exists() and not (tmp_path / "backup" / "phase2").exists()

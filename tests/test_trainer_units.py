@@ -1,0 +1,127 @@
+"""The trainer's pieces without data: flags <-> config, validation, metrics, schedules, models."""
+
+import dataclasses
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from trainer import distribute, flags, models, objectives, schedules
+from trainer.config import Config, ConfigError, validate
+
+REPO = pathlib.Path(__file__).parent.parent
+TINY = dict(backbone="mobilenetv2", image_size=32, weights="none", model_dir="unused")
+
+
+def test_flagfile_round_trips_every_field(tmp_path):
+    config = Config(backbone="xception", image_size=111, phylum_head=True, phylum_loss_weight=0.25,
+                    phase2_learning_rate=3.5e-06, data_dir="/data with space", jit_compile=True,
+                    model_dir="runs/x")
+    text = flags.flagfile_text(config)
+    assert len(text.splitlines()) == len(dataclasses.fields(Config))
+    (tmp_path / "flags.txt").write_text(text)
+    assert flags.parse([f"--flagfile={tmp_path / 'flags.txt'}"]) == config
+
+
+@pytest.mark.parametrize("flagfile", sorted((REPO / "configs").glob("*.flags")), ids=lambda p: p.stem)
+def test_shipped_flagfiles_parse_and_validate(flagfile, monkeypatch):
+    monkeypatch.chdir(REPO)  # nested --flagfile=configs/... lines are relative to the repo root
+    config = flags.parse([f"--flagfile={flagfile}", "--model_dir=runs/x"])
+    validate(config)
+    assert config.input_size >= config.backbone_spec.min_input_size
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(image_size=16), "--image_size=16 is below mobilenetv2's minimum 32"),
+    (dict(weights="/no/such/file.weights.h5"), "--weights=/no/such/file.weights.h5: no such file"),
+    (dict(phylum_loss_weight=0.3), "--phylum_loss_weight=0.3 with --phylum_head=False"),
+    (dict(phylum_head=True), "--phylum_loss_weight=0.0 with --phylum_head=True"),
+    (dict(backbone="baseline_cnn", weights="imagenet"), "baseline_cnn has no pretrained weights"),
+    (dict(phase1_cached_features=True, augment="light"), "--phase1_cached_features caches un-augmented"),
+    (dict(oversample_f1_threshold=0.5), "--oversample_epochs=0"),
+    (dict(phase1_epochs=0, phase2_epochs=0), "nothing to train"),
+    (dict(backbone="resnet9000"), "--backbone=resnet9000: choose one of"),
+    (dict(model_dir=""), "--model_dir is empty"),
+])
+def test_validate_names_the_flag(changes, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        validate(dataclasses.replace(Config(**TINY), **changes))
+
+
+def test_macro_f1_matches_sklearn_over_classes_present():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 300)  # classes 7..11 never occur: left out of the average, like labels= below
+    scores = rng.random((300, 12)).astype("float32")
+    scores[np.arange(300), labels] += rng.random(300).astype("float32")
+    metric = objectives.MacroF1(12)
+    for start in range(0, 300, 64):
+        metric.update_state(labels[start:start + 64], scores[start:start + 64])
+    expected = f1_score(labels, scores.argmax(1), labels=np.unique(labels), average="macro")
+    assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
+    one_hot = objectives.MacroF1(12)
+    one_hot.update_state(np.eye(12)[labels], scores)
+    assert float(one_hot.result()) == pytest.approx(expected, abs=1e-6)
+    f1, support = metric.per_class()
+    assert support.sum() == 300 and np.all(f1[7:] == 0)
+
+
+def test_smoothed_crossentropy_takes_ids_and_one_hot_alike():
+    loss = objectives.SmoothedCrossentropy(5, label_smoothing=0.1)
+    scores = np.full((2, 5), 0.2, "float32")
+    ids, one_hot = np.array([1, 3]), np.eye(5, dtype="float32")[[1, 3]]
+    assert float(loss(ids, scores)) == pytest.approx(float(loss(one_hot, scores)))
+    assert float(loss(ids, scores)) == pytest.approx(-np.log(0.2), rel=1e-5)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    schedule = schedules.learning_rate(1e-3, steps_per_epoch=10, epochs=5, schedule="cosine", warmup_epochs=1,
+                                       final_fraction=0.01)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
+    assert rates[0] == 0 and rates[1] == pytest.approx(5e-4) and rates[2] == pytest.approx(1e-3)
+    assert rates[2] > rates[3] > rates[4] == pytest.approx(1e-5)
+    assert schedules.learning_rate(1e-3, 10, 5, "constant", 1, 0.01) == 1e-3
+
+
+def test_learning_rate_scaling_rules():
+    assert distribute.scaled_learning_rate(1e-3, 128, "none", 32) == 1e-3
+    assert distribute.scaled_learning_rate(1e-3, 128, "linear", 32) == pytest.approx(4e-3)
+    assert distribute.scaled_learning_rate(1e-3, 128, "sqrt", 32) == pytest.approx(2e-3)
+
+
+def _classifier(**changes) -> models.Classifier:
+    return models.build_classifier(dataclasses.replace(Config(**TINY), **changes), [], num_classes=202,
+                                   num_phyla=5)
+
+
+def test_unfreezing_trains_the_last_layers_but_never_pretrained_batchnorm():
+    classifier = _classifier()
+    models.set_trainable_backbone(classifier, 0, keep_batchnorm_frozen=True)
+    assert not classifier.backbone.trainable_weights and classifier.head.trainable_weights
+    models.set_trainable_backbone(classifier, 20, keep_batchnorm_frozen=True)
+    trainable = [layer for layer in classifier.backbone.layers if layer.trainable]
+    assert trainable and all(index >= len(classifier.backbone.layers) - 20
+                             for index, layer in enumerate(classifier.backbone.layers) if layer.trainable)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+    models.set_trainable_backbone(classifier, -1, keep_batchnorm_frozen=False)
+    assert all(layer.trainable for layer in classifier.backbone.layers)
+
+
+def test_serving_model_scales_its_own_input_and_shares_the_head(tmp_path):
+    classifier = _classifier(phylum_head=True, phylum_loss_weight=0.3)
+    raw = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    scaled = raw / 127.5 - 1.0  # MobileNetV2's scaling, as the datasets deliver it
+    served, trained = classifier.serving(raw), classifier.model(scaled)
+    assert set(served) == {"family", "phylum"} and served["family"].shape == (2, 202)
+    np.testing.assert_allclose(served["family"], trained["family"], atol=1e-5)
+    embeddings = classifier.embedder(scaled)
+    np.testing.assert_allclose(classifier.head(embeddings)["family"], trained["family"], atol=1e-5)
+    classifier.serving.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(reloaded(raw)["family"], served["family"], atol=1e-5)
+
+
+def test_head_without_hidden_layer_is_a_linear_probe():
+    head = _classifier(dense_units=0).head
+    assert [layer.name for layer in head.layers] == ["embedding", "pool_dropout", "family"]

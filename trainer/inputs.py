@@ -1,0 +1,85 @@
+"""The trainer's side of the pipelines: Config -> InputConfig, datasets for the strategy, cached embeddings.
+
+Every batch comes from `pipelines` (the one input pipeline); this module only translates the training config
+into the pipelines' config and picks the calls that work under the run's strategy.
+"""
+
+import hashlib
+import os
+import pathlib
+
+import tensorflow as tf
+
+import pipelines
+from pipelines import balancing
+from trainer.config import Config, ConfigError
+
+
+def input_config(config: Config, oversample_families: tuple[str, ...] = ()) -> pipelines.InputConfig:
+    return pipelines.InputConfig(
+        data_dir=os.path.expanduser(config.data_dir), dataset_config=config.dataset, backbone=config.backbone,
+        image_size=config.input_size, batch_size=config.batch_size, augment=config.augment,
+        augment_strength=config.augment_strength, augment_on_device=config.augment_on_device,
+        mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
+        sampling_temperature=config.sampling_temperature, oversample_families=oversample_families,
+        oversample_extra_views=config.oversample_extra_views, class_weighting=config.class_weights,
+        class_weight_beta=config.class_weight_beta, aux_phylum=config.phylum_head,
+        deterministic=config.deterministic, seed=config.seed)
+
+
+def dataset_info(config: Config) -> pipelines.DatasetInfo:
+    """The built dataset's sizes and label names; a missing build is a ConfigError naming the command."""
+    try:
+        return pipelines.dataset_info(input_config(config))
+    except pipelines.DatasetNotBuiltError as error:
+        raise ConfigError(f"--data_dir={config.data_dir} --dataset_config={config.dataset}: {error}") from None
+
+
+def dataset(strategy: tf.distribute.Strategy, cfg: pipelines.InputConfig, split: str, training: bool):
+    """Global batches (batch_size x replicas) that Keras splits evenly across the replicas.
+
+    Not pipelines' per-replica form (distribute_datasets_from_function): it hands whole per-replica batches to
+    the replicas in turn, so a split smaller than two batches starts with an uneven step, from which Keras 3
+    cannot build a model (it averages the first batch across replicas). That form exists for multi-worker
+    training, which Keras 3 cannot fit under anyway (see train.run).
+    """
+    return pipelines.make_dataset(cfg, split, training, strategy=strategy)
+
+
+def embedding_dataset(features: pipelines.Features, cfg: pipelines.InputConfig, split: str, global_batch_size: int,
+                      training: bool) -> tf.data.Dataset:
+    """Cached embeddings shaped like the image batches: (embeddings, labels[, sample_weights]); training
+    batches repeat forever (the caller passes steps_per_epoch, as for images) and carry the class weights
+    pipelines gives images."""
+    batches = features.dataset(global_batch_size, aux_phylum=cfg.aux_phylum,
+                               shuffle_seed=cfg.seed if training else None)
+    if not training:
+        return batches
+    batches = batches.repeat()
+    if cfg.class_weighting == "none":
+        return batches
+    counts = pipelines.label_counts(cfg, split)
+    weights = pipelines.class_weights(counts, cfg.class_weighting, cfg.class_weight_beta)
+    table = tf.constant(balancing.weight_vector(weights, len(counts)))
+
+    def with_weights(embeddings, labels):
+        families = labels["family"] if cfg.aux_phylum else labels
+        return embeddings, labels, tf.gather(table, families)
+
+    return batches.map(with_weights, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def weights_id(config: Config) -> str:
+    """Names the backbone weights for the feature-cache key: a weights file by its content hash, random
+    initialisation by its seed."""
+    if config.weights == "imagenet":
+        return "imagenet"
+    if config.weights == "none":
+        return f"random-seed{config.seed}"
+    digest = hashlib.sha256(pathlib.Path(config.weights).expanduser().read_bytes()).hexdigest()[:16]
+    return f"file-{digest}"
+
+
+def feature_cache_dir(config: Config) -> pathlib.Path:
+    return pathlib.Path(os.path.expanduser(config.feature_cache_dir or os.path.join(config.model_dir, "features")))
+

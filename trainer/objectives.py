@@ -1,0 +1,110 @@
+"""Loss and metrics on the labels pipelines yield: int class ids, or one-hot rows under MixUp/CutMix.
+
+Label smoothing needs one-hot targets while pipelines yields ids (cheaper to ship and to mix into a two-head
+dict), and a distributed dataset cannot be mapped afterwards, so the loss and the metrics convert ids
+themselves: one loss and one set of metrics serve both label forms, in training and evaluation alike.
+
+Macro-F1 is the model-selection metric. Keras' F1Score(average="macro") averages over all 202 outputs, so a
+split holding 40 families would score at most 40/202; MacroF1 averages over the classes present in the labels
+seen, which is `sklearn.metrics.f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro")`.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def as_one_hot(y_true, num_classes: int):
+    """One-hot (or soft) rows pass through; int class ids of shape (B,) or (B, 1) become one-hot rows."""
+    if len(y_true.shape) == 2 and y_true.shape[-1] == num_classes:
+        return ops.cast(y_true, "float32")
+    return ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), num_classes)
+
+
+@keras.saving.register_keras_serializable(package="rare_species")
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy with label smoothing, on class ids or one-hot rows."""
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, name: str = "smoothed_crossentropy",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes, self.label_smoothing = num_classes, label_smoothing
+
+    def call(self, y_true, y_pred):
+        return keras.losses.categorical_crossentropy(as_one_hot(y_true, self.num_classes), y_pred,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="rare_species")
+class MacroF1(keras.metrics.Metric):
+    """Macro-F1 over the classes with support, from per-class true/false positive and false negative counts.
+
+    The counts are metric variables, which tf.distribute sums across replicas and workers before `result`, so
+    the value is exact over the whole split under any strategy. They are unweighted on purpose: class weights
+    reshape the loss, not the yardstick.
+    """
+
+    def __init__(self, num_classes: int, name: str = "macro_f1", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.true_positives = self.add_variable((num_classes,), "zeros", name="true_positives")
+        self.false_positives = self.add_variable((num_classes,), "zeros", name="false_positives")
+        self.false_negatives = self.add_variable((num_classes,), "zeros", name="false_negatives")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        del sample_weight
+        truth = ops.one_hot(ops.argmax(as_one_hot(y_true, self.num_classes), axis=-1), self.num_classes)
+        guess = ops.one_hot(ops.argmax(y_pred, axis=-1), self.num_classes)
+        hits = truth * guess
+        self.true_positives.assign_add(ops.sum(hits, axis=0))
+        self.false_positives.assign_add(ops.sum(guess - hits, axis=0))
+        self.false_negatives.assign_add(ops.sum(truth - hits, axis=0))
+
+    def _f1_and_support(self):
+        tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
+        return ops.divide_no_nan(2.0 * tp, 2.0 * tp + fp + fn), tp + fn
+
+    def result(self):
+        f1, support = self._f1_and_support()
+        present = ops.cast(support > 0, f1.dtype)
+        return ops.divide_no_nan(ops.sum(f1 * present), ops.sum(present))
+
+    def per_class(self) -> tuple[np.ndarray, np.ndarray]:
+        """(F1, support) of every class over the data seen since the last reset (F1 is 0 without support)."""
+        f1, support = self._f1_and_support()
+        return np.asarray(ops.convert_to_numpy(f1)), np.asarray(ops.convert_to_numpy(support)).astype(int)
+
+    def reset_state(self):
+        for variable in (self.true_positives, self.false_positives, self.false_negatives):
+            variable.assign(ops.zeros_like(variable))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="rare_species")
+class OneVsRestAUC(keras.metrics.AUC):
+    """ROC AUC over all (example, class) pairs (micro-averaged one-vs-rest), on class ids or one-hot rows."""
+
+    def __init__(self, num_classes: int, name: str = "auc", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        super().update_state(as_one_hot(y_true, self.num_classes), y_pred, sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def family_metrics(num_classes: int, one_hot_labels: bool) -> list[keras.metrics.Metric]:
+    """Macro-F1 (model selection), accuracy, top-5 accuracy and AUC of the family head."""
+    if one_hot_labels:
+        accuracy, top5 = keras.metrics.CategoricalAccuracy, keras.metrics.TopKCategoricalAccuracy
+    else:
+        accuracy, top5 = keras.metrics.SparseCategoricalAccuracy, keras.metrics.SparseTopKCategoricalAccuracy
+    return [MacroF1(num_classes), accuracy(name="accuracy"), top5(k=5, name="top5_accuracy"),
+            OneVsRestAUC(num_classes)]

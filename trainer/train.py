@@ -1,0 +1,264 @@
+"""The one training path: `run(config) -> results`, called by main, the tuner, benchmarks and tests.
+
+A run is a sequence of phases, each with a fresh optimizer and its own warmup + cosine schedule:
+  phase1      the head alone, backbone frozen (on cached embeddings with --phase1_cached_features);
+  phase2      the last --unfreeze_layers backbone layers too, at a lower rate;
+  oversample  optional: families under --oversample_f1_threshold validation F1 are drawn more often.
+Each phase starts from the best checkpoint so far (validation macro-F1) and leaves a done-marker, so rerunning
+an interrupted command skips finished phases and BackupAndRestore resumes the unfinished one mid-way. At the
+end the best checkpoint is evaluated on the test split and saved with its label names.
+"""
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+import pipelines
+from trainer import callbacks as callbacks_lib
+from trainer import distribute, flags, inputs, models, objectives, schedules
+from trainer.config import Config, ConfigError, validate
+from trainer.run_dir import RunFiles
+
+PHASES = ("phase1", "phase2", "oversample")
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    learning_rate: float
+    unfreeze_layers: int
+    cached: bool = False
+
+
+def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+        on_epoch_end: callbacks_lib.EpochHook | None = None) -> dict:
+    """Trains, selects, tests and saves one model; returns the results also written to metrics.json.
+
+    extra_callbacks: added to every phase's fit (e.g. a tuner's pruning callback).
+    on_epoch_end: called after every epoch as on_epoch_end(epoch, val_macro_f1), epochs numbered across phases
+      from 1; an exception it raises (e.g. optuna.TrialPruned) ends the run.
+    Raises ConfigError (one line for the user) on a contradictory config or a dataset that is not built.
+    """
+    validate(config)
+    distribute.split_cpu(config.cpu_devices)
+    strategy = distribute.make_strategy(config.strategy)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise ConfigError(f"--strategy={config.strategy} with TF_CONFIG set: Keras {keras.__version__} cannot fit "
+                          "under MultiWorkerMirroredStrategy (keras-team/keras#20585); train on one machine with "
+                          "--strategy=mirrored and unset TF_CONFIG")
+    info = inputs.dataset_info(config)
+    files = RunFiles(pathlib.Path(config.model_dir).expanduser())
+    _claim(files, config)
+    _set_numerics(config)
+    cfg = inputs.input_config(config)
+    with strategy.scope():
+        classifier = models.build_classifier(config, pipelines.model_front_layers(cfg), len(info.family_names),
+                                             len(info.phylum_names))
+    trainer = _Trainer(config, strategy, files, classifier, info, extra_callbacks, on_epoch_end)
+    trainer.run_phase(Phase("phase1", config.phase1_epochs, config.phase1_learning_rate, 0,
+                            cached=config.phase1_cached_features), cfg)
+    trainer.run_phase(Phase("phase2", config.phase2_epochs, config.phase2_learning_rate, config.unfreeze_layers),
+                      cfg)
+    if config.oversample_epochs:
+        families = trainer.weak_families()
+        trainer.run_phase(Phase("oversample", config.oversample_epochs if families else 0,
+                                config.phase2_learning_rate, config.unfreeze_layers),
+                          inputs.input_config(config, families))
+    results = trainer.finish()
+    print(summary_table(results))
+    return results
+
+
+def _claim(files: RunFiles, config: Config) -> None:
+    """Writes flags.txt, or checks that the run already in model_dir had the same flags (a resume)."""
+    text = flags.flagfile_text(config)
+    if files.flagfile.exists() and files.flagfile.read_text() != text:
+        old, new = (set(t.splitlines()) for t in (files.flagfile.read_text(), text))
+        changed = " ".join(sorted(new - old))
+        raise ConfigError(f"--model_dir={config.model_dir} holds a run with other flags (now {changed}): use a "
+                          f"new --model_dir, or delete {files.model_dir} to start over")
+    files.flagfile.parent.mkdir(parents=True, exist_ok=True)
+    files.flagfile.write_text(text)
+
+
+def _set_numerics(config: Config) -> None:
+    """Process-wide settings, set on every run so one run's choice never leaks into the next (the tuner runs
+    many in one process)."""
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("float32" if config.mixed_precision == "none"
+                                            else config.mixed_precision)
+
+
+def monitor_name(config: Config) -> str:
+    """Keras prefixes metric names with the output name once a model has two outputs."""
+    return "val_family_macro_f1" if config.phylum_head else "val_macro_f1"
+
+
+class _Trainer:
+    """The state the phases of one run share: strategy, models, run files and epochs done so far."""
+
+    def __init__(self, config: Config, strategy: tf.distribute.Strategy, files: RunFiles,
+                 classifier: models.Classifier, info: pipelines.DatasetInfo,
+                 extra_callbacks: Sequence[keras.callbacks.Callback], on_epoch_end):
+        self.config, self.strategy, self.files = config, strategy, files
+        self.classifier, self.info = classifier, info
+        self.extra_callbacks, self.on_epoch_end = extra_callbacks, on_epoch_end
+        self.monitor = monitor_name(config)
+        self.global_batch_size = config.batch_size * strategy.num_replicas_in_sync
+        self.epochs_done = 0
+
+    def run_phase(self, phase: Phase, cfg: pipelines.InputConfig) -> None:
+        done = self.files.read_done(phase.name)
+        if done is not None:
+            print(f"{phase.name}: already complete ({done['epochs']} epochs), skipped")
+            self.epochs_done += done["epochs"]
+            return
+        if phase.epochs:
+            self._fit(phase, cfg)
+        history = self.files.history([phase.name])
+        best = callbacks_lib.best_logged(history, self.monitor)
+        self.files.mark_done(phase.name, {"epochs": len(history), "best_val_macro_f1": best})
+        self.epochs_done += len(history)
+
+    def _fit(self, phase: Phase, cfg: pipelines.InputConfig) -> None:
+        config, classifier = self.config, self.classifier
+        self._load_best()
+        models.set_trainable_backbone(classifier, phase.unfreeze_layers, keep_batchnorm_frozen=config.pretrained)
+        steps = config.steps_per_epoch or pipelines.steps_per_epoch(cfg, config.train_split,
+                                                                   self.strategy.num_replicas_in_sync)
+        peak = distribute.scaled_learning_rate(phase.learning_rate, self.global_batch_size, config.lr_scaling,
+                                               config.reference_batch_size)
+        rate = schedules.learning_rate(peak, steps, phase.epochs, config.lr_schedule, config.warmup_epochs,
+                                       config.final_learning_rate_fraction)
+        fit_model, train, validation = self._fit_inputs(phase, cfg)
+        self._compile(fit_model, rate, cfg.soft_labels)
+        best_before = callbacks_lib.best_logged(self.files.history(PHASES), self.monitor)
+        fit_model.fit(train, validation_data=validation, epochs=phase.epochs, steps_per_epoch=steps, shuffle=False,
+                      callbacks=callbacks_lib.phase_callbacks(
+                          self.files, phase.name, self.monitor, checkpoint=not phase.cached,
+                          constant_rate=config.lr_schedule == "constant", patience=config.early_stopping_patience,
+                          plateau_patience=config.plateau_patience, best_so_far=best_before,
+                          first_step=self.epochs_done, on_epoch_end=self.on_epoch_end, extra=self.extra_callbacks))
+        if phase.cached:
+            # The head trained alone; early stopping restored its best epoch, which the full model now holds.
+            best_now = callbacks_lib.best_logged(self.files.history([phase.name]), self.monitor)
+            if best_before is None or best_now > best_before:
+                self.files.best_weights.parent.mkdir(parents=True, exist_ok=True)
+                classifier.model.save_weights(self.files.best_weights)
+
+    def _fit_inputs(self, phase: Phase, cfg: pipelines.InputConfig):
+        """(model to fit, training batches, validation batches): images through the full model, or cached
+        embeddings through the head alone."""
+        config = self.config
+        if not phase.cached:
+            return (self.classifier.model, inputs.dataset(self.strategy, cfg, config.train_split, True),
+                    inputs.dataset(self.strategy, cfg, config.validation_split, False))
+        weights_id, cache_dir = inputs.weights_id(config), inputs.feature_cache_dir(config)
+        batches = []
+        for split, training in ((config.train_split, True), (config.validation_split, False)):
+            features = pipelines.cached_features(self.classifier.embedder, weights_id, cfg, split, cache_dir)
+            batches.append(inputs.embedding_dataset(features, cfg, config.train_split, self.global_batch_size,
+                                                    training))
+        return self.classifier.head, *batches
+
+    def _compile(self, model: keras.Model, rate, one_hot_labels: bool) -> objectives.MacroF1:
+        """Compiles under the strategy (metrics and optimizer make their variables there); returns the family
+        macro-F1 metric, whose per-class counts `weak_families` and `finish` read after an evaluation."""
+        config, num_classes = self.config, len(self.info.family_names)
+        with self.strategy.scope():
+            metrics = objectives.family_metrics(num_classes, one_hot_labels)
+            losses = {"family": objectives.SmoothedCrossentropy(num_classes, config.label_smoothing)}
+            loss_weights = {"family": 1.0}
+            if config.phylum_head:
+                losses["phylum"] = objectives.SmoothedCrossentropy(len(self.info.phylum_names),
+                                                                   config.label_smoothing)
+                loss_weights["phylum"] = config.phylum_loss_weight
+            optimizer = schedules.optimizer(config.optimizer, rate, config.momentum, config.weight_decay)
+            model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights, metrics={"family": metrics},
+                          jit_compile=config.jit_compile)
+        return metrics[0]
+
+    def _load_best(self) -> None:
+        """Best checkpoint's layer weights into the model; the optimizer state in the file belongs to the
+        phase that wrote it, not to the one about to run."""
+        model = self.classifier.model
+        optimizer = getattr(model, "optimizer", None)  # set once the model is compiled
+        if self.files.best_weights.exists():
+            model.load_weights(self.files.best_weights, objects_to_skip=[optimizer] if optimizer else None)
+
+    def _evaluate_best(self, splits: Sequence[str], cfg: pipelines.InputConfig) -> list[tuple[dict, dict]]:
+        """For each split: the best checkpoint's metrics, and the F1 of each family present there."""
+        self._load_best()
+        macro_f1 = self._compile(self.classifier.model, 0.0, cfg.soft_labels)
+        evaluations = []
+        for split in splits:
+            print(f"evaluating the best checkpoint on {split}")
+            results = self.classifier.model.evaluate(inputs.dataset(self.strategy, cfg, split, False),
+                                                     return_dict=True)
+            f1, support = macro_f1.per_class()
+            per_family = {name: float(f1[i]) for i, name in enumerate(self.info.family_names) if support[i]}
+            evaluations.append(({name: float(value) for name, value in results.items()}, per_family))
+        return evaluations
+
+    def weak_families(self) -> tuple[str, ...]:
+        """Families whose validation F1 under the best checkpoint is below --oversample_f1_threshold, chosen
+        once and kept in model_dir so a resumed run oversamples the same ones."""
+        chosen = self.files.oversampled_families
+        if not chosen.exists():
+            [(_, per_family)] = self._evaluate_best([self.config.validation_split],
+                                                    inputs.input_config(self.config))
+            weak = sorted(name for name, f1 in per_family.items() if f1 < self.config.oversample_f1_threshold)
+            print(f"oversample: {len(weak)} families under validation F1 {self.config.oversample_f1_threshold}: "
+                  f"{', '.join(weak) or 'none'}")
+            chosen.write_text(json.dumps(weak))
+        return tuple(json.loads(chosen.read_text()))
+
+    def finish(self) -> dict:
+        """Evaluates the best checkpoint on validation and test, saves the serving model, labels and metrics."""
+        config, files = self.config, self.files
+        (validation, _), (test, test_per_family) = self._evaluate_best(
+            [config.validation_split, config.test_split], inputs.input_config(config))
+        self.classifier.serving.save(files.model)
+        label_names = {"family": list(self.info.family_names)}
+        if config.phylum_head:
+            label_names["phylum"] = list(self.info.phylum_names)
+        files.labels.write_text(json.dumps(label_names, indent=1))
+        results = {
+            "best_val_macro_f1": callbacks_lib.best_logged(files.history(PHASES), self.monitor),
+            "validation": validation,
+            "test": test,
+            "test_f1_per_family": test_per_family,
+            "phases": {phase: done for phase in PHASES if (done := files.read_done(phase))},
+            "strategy": type(self.strategy).__name__,
+            "replicas": self.strategy.num_replicas_in_sync,
+            "global_batch_size": self.global_batch_size,
+            "paths": {"model_dir": str(files.model_dir), "flagfile": str(files.flagfile),
+                      "model": str(files.model), "labels": str(files.labels), "metrics": str(files.metrics),
+                      "best_weights": str(files.best_weights)},
+        }
+        files.metrics.write_text(json.dumps(results, indent=2))
+        return results
+
+
+def summary_table(results: dict) -> str:
+    """A few lines a person reads at the end of a run: per-phase epochs and best validation macro-F1, then the
+    best checkpoint's validation and test metrics."""
+    lines = [f"{'phase':<12}{'epochs':>8}{'best val macro-F1':>20}"]
+    for phase, summary in results["phases"].items():
+        best = summary["best_val_macro_f1"]
+        lines.append(f"{phase:<12}{summary['epochs']:>8}{'-' if best is None else f'{best:.4f}':>20}")
+    names = [name for name in results["test"] if name.endswith(("macro_f1", "accuracy", "auc", "loss"))]
+    width = max(len(name) for name in names) + 2
+    lines.append("")
+    lines.append(f"{'split':<12}" + "".join(f"{name:>{width}}" for name in names))
+    for split in ("validation", "test"):
+        lines.append(f"{split:<12}" + "".join(f"{results[split][name]:>{width}.4f}" for name in names))
+    lines.append(f"model: {results['paths']['model']}")
+    return "\n".join(lines)
