@@ -1,0 +1,111 @@
+"""trainer.evaluate end to end on a tiny run trained by the real trainer, and its test-time views."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from trainer import evaluate, reports, serving
+from trainer.config import Config
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_data_dir) -> str:
+    """A baseline CNN at 32 px trained by trainer.train.run on the tiny dataset like configs/demo.flags
+    trains (phase 1 on cached embeddings, then every layer), so the saved model is the demo's kind.
+
+    Trained once per test process: the run directory lives at a fixed place under the session's temp root, so
+    test_predict.py (which imports this fixture) reuses it.
+    """
+    from trainer import train
+
+    model_dir = tmp_path_factory.getbasetemp() / "trained_run"
+    if not (model_dir / "model.keras").exists():
+        train.run(Config(data_dir=tiny_data_dir, dataset_config="small_128", model_dir=str(model_dir),
+                         backbone="baseline_cnn", weights="none", image_size=32, dense_units=0, batch_size=16,
+                         phase1_epochs=1, phase1_cached_features=True, phase1_learning_rate=1e-2,
+                         phase2_epochs=1, unfreeze_layers=-1, phase2_learning_rate=1e-2, warmup_epochs=0,
+                         class_weights="none"))
+    return str(model_dir)
+
+
+@pytest.fixture(scope="session")
+def split_sizes(tiny_data_dir) -> dict[str, int]:
+    builder = tfds.builder("rare_species", config="small_128", data_dir=tiny_data_dir)
+    return {name: split.num_examples for name, split in builder.info.splits.items()}
+
+
+def test_evaluate_writes_every_report_file(trained_run, split_sizes, capsys):
+    report = evaluate.evaluate(evaluate.EvaluationConfig(trained_run, split="test", gap=True, tta=("flip",),
+                                                         resamples=50))
+    out_dir = pathlib.Path(trained_run) / "eval" / "test"
+    metrics = json.loads((out_dir / reports.METRICS_JSON).read_text())
+    assert metrics["examples"] == split_sizes["test"] == report.metrics["examples"]
+    assert metrics["split"] == "test" and metrics["tta"] == ["flip"]
+    assert set(metrics["gap"]) == set(reports.GAP_METRICS) and set(metrics["train"]) == set(reports.GAP_METRICS)
+    assert metrics["accuracy_ci95"][0] <= metrics["accuracy"] <= metrics["accuracy_ci95"][1]
+    assert pd.read_csv(out_dir / reports.PER_CLASS_CSV)["support"].sum() == split_sizes["test"]
+    pd.read_csv(out_dir / reports.CONFUSIONS_CSV)
+    for name in (reports.CONFUSION_PNG, reports.RELIABILITY_PNG, reports.MISTAKES_PNG):
+        with Image.open(out_dir / name) as image:
+            image.verify()
+    page = (out_dir / reports.MISTAKES_HTML).read_text()
+    sources = [part.split('"', 1)[0] for part in page.split('src="')[1:]]
+    assert len(sources) == min(metrics["errors"], reports.GALLERY_SIZE)
+    assert all((out_dir / source).is_file() for source in sources)
+    summary = capsys.readouterr().out
+    assert "macro-F1" in summary and str(out_dir) in summary
+
+
+def test_predictions_cover_the_split_once_with_the_gallery_images_in_order(trained_run, split_sizes):
+    trained = serving.load_trained(trained_run)
+    cfg = evaluate.evaluation_inputs(trained_run, trained, batch_size=5)
+    predictions = evaluate.predict_split(trained, cfg, "train")
+    assert len(predictions.labels) == len(set(predictions.file_names)) == split_sizes["train"]
+    np.testing.assert_allclose(predictions.probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    indices = np.array([7, 0, split_sizes["train"] - 1])
+    images = evaluate.images_at(cfg, "train", indices)
+    assert [image.shape for image in images] == [(32, 32, 3)] * 3 and images[0].dtype == np.uint8
+    again = trained.family_probabilities(tf.constant(np.stack(images), tf.float32)).numpy()
+    np.testing.assert_allclose(again, predictions.probabilities[indices], atol=1e-5)
+
+
+def test_tta_views_are_the_image_its_crops_and_their_mirrors():
+    images = tf.random.uniform((2, 16, 16, 3), 0, 255)
+    assert len(evaluate.tta_views(images, [], 16)) == 1
+    flipped = evaluate.tta_views(images, ["flip"], 16)
+    np.testing.assert_array_equal(flipped[1].numpy(), images.numpy()[:, :, ::-1])
+    both = evaluate.tta_views(images, ["flip", "crops"], 16)
+    assert len(both) == 12 and all(view.shape == (2, 16, 16, 3) for view in both)
+    flat = evaluate.tta_views(tf.fill((1, 16, 16, 3), 100.0), ["crops"], 16)
+    np.testing.assert_allclose(np.stack(flat), 100.0, atol=1e-3)
+
+
+def test_evaluate_refuses_with_one_line(trained_run, tmp_path):
+    for config, error, words in (
+            (evaluate.EvaluationConfig(str(tmp_path)), serving.RunNotFoundError, "model.keras not found"),
+            (evaluate.EvaluationConfig(trained_run, tta=("rotate",)), evaluate.EvaluationError, "unknown mode"),
+            (evaluate.EvaluationConfig(trained_run, split="holdout"), evaluate.EvaluationError, "--split=holdout")):
+        with pytest.raises(error, match=words) as raised:
+            evaluate.evaluate(config)
+        assert "\n" not in str(raised.value)
+
+
+@pytest.mark.slow
+def test_command_line_prints_the_summary(trained_run):
+    result = subprocess.run([sys.executable, "-m", "trainer.evaluate", f"--model_dir={trained_run}",
+                             "--split=validation", "--resamples=20"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "macro-F1" in result.stdout and "validation" in result.stdout
+    assert (pathlib.Path(trained_run) / "eval" / "validation" / reports.METRICS_JSON).is_file()
+    missing = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--model_dir=/nonexistent/run"],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == evaluate.EXIT_USAGE
+    assert missing.stderr.strip().splitlines()[-1].startswith("trainer.evaluate: error: /nonexistent/run")

@@ -1,0 +1,151 @@
+"""trainer.predict on odd and broken files, its CSV/JSON output, and the exported SavedModel reloaded in a
+fresh process."""
+
+import csv
+import io
+import json
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from pipelines import images as pipeline_images
+from tfds_rarespecies import labels
+from trainer import predict, serving
+from tests.test_evaluate import trained_run  # noqa: F401  (the fixture: a tiny run of the real trainer)
+
+TOP_K = 3
+GOOD_FILES = ("cmyk.jpg", "gray.jpg", "photo.jpg", "sub/png_named.jpg")
+
+
+def _pattern(height: int, width: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def photo_folder(tmp_path) -> pathlib.Path:
+    """Four odd-but-valid images (CMYK, grayscale, RGB, PNG bytes behind .jpg), a truncated JPEG and a note."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(_pattern(120, 90, 0)).save(folder / "photo.jpg")
+    Image.fromarray(_pattern(60, 200, 1)[..., 0]).save(folder / "gray.jpg")
+    Image.fromarray(_pattern(70, 70, 2)).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(_pattern(80, 80, 3)).save(folder / "sub" / "png_named.jpg", "PNG")
+    whole = (folder / "photo.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _skipped_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(f"{predict.PROGRAM}: skipped")]
+
+
+def _check_ranked(rows: list[dict]) -> None:
+    assert [row["rank"] for row in rows] == list(range(1, TOP_K + 1))
+    probabilities = [row["probability"] for row in rows]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
+    phylum_of = labels.family_to_phylum()
+    assert all(phylum_of[row["family"]] == row["phylum"] for row in rows)
+
+
+def test_center_square_is_the_pipelines_evaluation_view():
+    jpeg = tf.io.encode_jpeg(_pattern(70, 50, 4)).numpy()
+    expected = pipeline_images.decode_center(jpeg, 32).numpy()
+    got = serving.center_square(tf.io.decode_jpeg(jpeg)[None], 32)[0].numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_folder_with_a_broken_file_predicts_the_others_to_csv(trained_run, photo_folder, tmp_path, capsys):
+    output = tmp_path / "out" / "predictions.csv"
+    assert predict.run(trained_run, [str(photo_folder)], TOP_K, str(output)) == 0
+    skipped = _skipped_lines(capsys.readouterr().err)
+    assert len(skipped) == 1 and "truncated.jpg: truncated" in skipped[0]
+    with output.open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert tuple(rows[0]) == predict.CSV_COLUMNS
+    for row in rows:
+        row["rank"], row["probability"] = int(row["rank"]), float(row["probability"])
+    files = list(dict.fromkeys(row["file"] for row in rows))
+    assert files == [str(photo_folder / name) for name in GOOD_FILES]
+    for file in files:
+        _check_ranked([row for row in rows if row["file"] == file])
+
+
+def test_glob_to_json_and_table(trained_run, photo_folder, tmp_path, capsys):
+    output = tmp_path / "predictions.json"
+    assert predict.run(trained_run, [str(photo_folder / "*.jpg")], TOP_K, str(output)) == 0
+    entries = json.loads(output.read_text())
+    assert [entry["file"] for entry in entries] == [str(photo_folder / name) for name in GOOD_FILES[:3]]
+    for entry in entries:
+        _check_ranked(entry["predictions"])
+    capsys.readouterr()
+    assert predict.run(trained_run, [str(photo_folder / "photo.jpg")], TOP_K) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == str(photo_folder / "photo.jpg") and len(table) == 1 + TOP_K
+
+
+def test_exit_status_and_one_line_errors(trained_run, photo_folder, tmp_path, capsys):
+    cases = ((trained_run, [str(photo_folder / "truncated.jpg")], "", predict.EXIT_NOTHING_PREDICTED),
+             (trained_run, [str(tmp_path / "nowhere")], "", predict.EXIT_NOTHING_PREDICTED),
+             (trained_run, [], "", predict.EXIT_USAGE),
+             (trained_run, [str(photo_folder)], "out.xlsx", predict.EXIT_USAGE),
+             (str(tmp_path / "no_run"), [str(photo_folder)], "", predict.EXIT_USAGE))
+    for model_dir, inputs, output, status in cases:
+        capsys.readouterr()
+        assert predict.run(model_dir, inputs, TOP_K, output) == status
+        errors = [line for line in capsys.readouterr().err.splitlines() if " error: " in line]
+        assert len(errors) == 1 and errors[0].startswith(f"{predict.PROGRAM}: error: ")
+
+
+_RELOAD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    export_dir, encoded_path, pixels_path = sys.argv[1:]
+    loaded = tf.saved_model.load(export_dir)
+    encoded = tf.constant([bytes.fromhex(line) for line in open(encoded_path).read().split()])
+    answers = {"serving_default": loaded.signatures["serving_default"](images=encoded),
+               "classify_images": loaded.signatures["classify_images"](images=tf.constant(np.load(pixels_path)))}
+    print(json.dumps({name: {"families": [[f.decode() for f in row] for row in out["families"].numpy()],
+                             "probabilities": out["probabilities"].numpy().tolist()}
+                      for name, out in answers.items()}))
+""")
+
+
+def test_export_reloaded_in_a_fresh_process_answers_identically(trained_run, tmp_path):
+    model = serving.ServingModel(serving.load_trained(trained_run), TOP_K)
+    export_dir = serving.export_saved_model(model, tmp_path / "saved_model")
+    encoded = []
+    for seed, (height, width) in enumerate(((90, 120), (64, 40), (33, 33))):
+        stream = io.BytesIO()
+        Image.fromarray(_pattern(height, width, seed)).save(stream, "PNG" if seed % 2 else "JPEG")
+        encoded.append(stream.getvalue())
+    pixels = np.stack([_pattern(50, 70, seed) for seed in range(3)])
+    (tmp_path / "encoded.txt").write_text("\n".join(data.hex() for data in encoded))
+    np.save(tmp_path / "pixels.npy", pixels)
+    result = subprocess.run([sys.executable, "-c", _RELOAD, str(export_dir), str(tmp_path / "encoded.txt"),
+                             str(tmp_path / "pixels.npy")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    reloaded = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, in_memory in (("serving_default", model.classify_encoded(tf.constant(encoded))),
+                            ("classify_images", model.classify_images(pixels))):
+        np.testing.assert_allclose(reloaded[name]["probabilities"], in_memory["probabilities"].numpy(), atol=1e-6)
+        assert reloaded[name]["families"] == [[f.decode() for f in row] for row in in_memory["families"].numpy()]
+        assert np.shape(reloaded[name]["probabilities"]) == (3, TOP_K)
+
+
+@pytest.mark.slow
+def test_command_line_reports_the_broken_file_once(trained_run, photo_folder, tmp_path):
+    output = tmp_path / "predictions.json"
+    result = subprocess.run([sys.executable, "-m", "trainer.predict", f"--model_dir={trained_run}",
+                             str(photo_folder), f"--top_k={TOP_K}", f"--output={output}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(_skipped_lines(result.stderr)) == 1
+    assert len(json.loads(output.read_text())) == len(GOOD_FILES)
