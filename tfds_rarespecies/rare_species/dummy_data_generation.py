@@ -22,8 +22,8 @@ _METADATA = flags.DEFINE_string("metadata", "tests/data/rare_species_metadata.cs
 _TAXONOMY = flags.DEFINE_string("taxonomy", "tests/data/rare_species_taxonomy.csv", "Imageomics taxonomy CSV.")
 
 HERE = pathlib.Path(__file__).parent
-COURSE_FAMILIES = ("acroporidae", "unionidae", "pteropodidae", "cheloniidae")
-IMAGEOMICS_FAMILIES = ("gorgoniidae", "bufonidae", "accipitridae")
+COURSE_FAMILIES = ("acroporidae", "unionidae", "apidae", "cheloniidae")
+IMAGEOMICS_FAMILIES = ("carabidae", "bufonidae", "accipitridae")
 PER_FAMILY = 12
 
 
