@@ -28,7 +28,6 @@ class CourseLayoutTest(tfds.testing.DatasetBuilderTestCase):
     BUILDER_CONFIG_NAMES_TO_TEST = ["small_128"]
     SPLITS = {"train": 38, "validation": 4, "test": 4}
     SKIP_CHECKSUMS = True
-    test_session = None  # tf.test.TestCase's deprecated session helper: not a test, so pytest must not collect it
 
 
 class SpeciesDisjointTest(CourseLayoutTest):
@@ -47,7 +46,6 @@ class ImageomicsLayoutTest(tfds.testing.DatasetBuilderTestCase):
     EXAMPLE_DIR = str(IMAGEOMICS_SAMPLE)
     SPLITS = {"train": 30, "validation": 3, "test": 3}
     SKIP_CHECKSUMS = True
-    test_session = None
 
 
 def _report(builder) -> pd.DataFrame:
