@@ -419,9 +419,9 @@ def format_summary(report: Report, heading: str = "") -> str:
              f"  macro-F1        {metrics['macro_f1']:.3f}{interval('macro_f1')}",
              f"  top-5 accuracy  {metrics['top5_accuracy']:.3f}",
              f"  macro AUC       {metrics['macro_auc']:.3f}",
-             f"  phylum accuracy {metrics['phylum_accuracy']:.3f}   "
-             f"errors within the right phylum: {metrics['errors_within_phylum_share']:.0%} "
-             f"of {metrics['errors']}",
+             f"  phylum accuracy {metrics['phylum_accuracy']:.3f}   " + (
+                 f"errors within the right phylum: {metrics['errors_within_phylum_share']:.0%} "
+                 f"of {metrics['errors']}" if metrics["errors"] else "no family errors"),
              f"  ECE ({metrics['calibration_bins']} bins) {metrics['expected_calibration_error']:.3f}"]
     if "gap" in metrics:
         lines.append("  train gap       " + ", ".join(
