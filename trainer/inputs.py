@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import pipelines
 from pipelines import balancing
+from trainer import distribute
 from trainer.config import Config, ConfigError
 
 
@@ -36,13 +37,17 @@ def dataset_info(config: Config) -> pipelines.DatasetInfo:
 
 
 def dataset(strategy: tf.distribute.Strategy, cfg: pipelines.InputConfig, split: str, training: bool):
-    """Global batches (batch_size x replicas) that Keras splits evenly across the replicas.
+    """On one machine, global batches (batch_size x replicas) that Keras splits evenly across the replicas;
+    under a multi-worker strategy, each worker's own shard in per-replica batches.
 
-    Not pipelines' per-replica form (distribute_datasets_from_function): it hands whole per-replica batches to
-    the replicas in turn, so a split smaller than two batches starts with an uneven step, from which Keras 3
-    cannot build a model (it averages the first batch across replicas). That form exists for multi-worker
-    training, which Keras 3 cannot fit under anyway (see train.run).
+    One machine does not use pipelines' per-replica form (distribute_datasets_from_function): it hands whole
+    per-replica batches to the replicas in turn, so a split smaller than two batches starts with an uneven step,
+    from which Keras 3 cannot build a model (it averages the first batch across replicas). Several workers must
+    use it (each reads only its shard; a worker out of evaluation data steps on empty batches until all are),
+    and build from their first local batch instead (distribute.patch_keras_multi_worker).
     """
+    if distribute.num_workers(strategy) > 1:
+        return pipelines.distributed_dataset(strategy, cfg, split, training)
     return pipelines.make_dataset(cfg, split, training, strategy=strategy)
 
 

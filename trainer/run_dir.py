@@ -10,10 +10,17 @@ model_dir/
   tensorboard/<phase>/           TensorBoard event files
   model.keras, labels.json       the best model (takes float 0..255 images) and its output names
   metrics.json                   validation and test results
+  workertemp_<task>/             multi-worker runs only: a non-chief worker's own saves, deleted right after
+
+Under MultiWorkerMirroredStrategy every worker shares model_dir but only the chief writes the files above. The
+others save their backups, checkpoints and final model (saving runs collective ops, so every worker must) in
+workertemp_<task>/ and delete it after each save; they read the chief's files only after a collective barrier
+(trainer.distribute.agree), so never half-written.
 """
 
 import dataclasses
 import json
+import os
 import pathlib
 from collections.abc import Sequence
 
@@ -62,6 +69,10 @@ class RunFiles:
     def tensorboard(self, phase: str) -> pathlib.Path:
         return self.model_dir / "tensorboard" / phase
 
+    def scratch(self, task: int) -> "RunFiles":
+        """The files of non-chief worker `task` of a multi-worker run, laid out like the run's own."""
+        return RunFiles(self.model_dir / f"workertemp_{task}")
+
     def history(self, phases: Sequence[str]) -> pd.DataFrame:
         """Every logged epoch of the given phases, in order, with a `phase` column."""
         frames = [pd.read_csv(self.csv_log(phase)).assign(phase=phase)
@@ -69,9 +80,16 @@ class RunFiles:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def mark_done(self, phase: str, summary: dict) -> None:
-        self.done_marker(phase).parent.mkdir(parents=True, exist_ok=True)
-        self.done_marker(phase).write_text(json.dumps(summary, indent=2))
+        write_atomically(self.done_marker(phase), json.dumps(summary, indent=2))
 
     def read_done(self, phase: str) -> dict | None:
         marker = self.done_marker(phase)
         return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def write_atomically(path: pathlib.Path, text: str) -> None:
+    """Writes text so that a reader (another worker, a resumed run) sees the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)

@@ -7,11 +7,16 @@ A run is a sequence of phases, each with a fresh optimizer and its own warmup + 
 Each phase starts from the best checkpoint so far (validation macro-F1) and leaves a done-marker, so rerunning
 an interrupted command skips finished phases and BackupAndRestore resumes the unfinished one mid-way. At the
 end the best checkpoint is evaluated on the test split and saved with its label names.
+
+Under MultiWorkerMirroredStrategy every worker runs this same code on a shared model_dir: only the chief
+writes the run's files, the others save into a scratch directory they delete (trainer/run_dir.py), and every
+choice that decides which collective ops run next is the chief's, agreed with distribute.agree.
 """
 
 import dataclasses
 import json
 import pathlib
+import shutil
 from collections.abc import Sequence
 
 import keras
@@ -21,7 +26,7 @@ import pipelines
 from trainer import callbacks as callbacks_lib
 from trainer import distribute, flags, inputs, models, objectives, schedules
 from trainer.config import Config, ConfigError, validate
-from trainer.run_dir import RunFiles
+from trainer.run_dir import RunFiles, write_atomically
 
 PHASES = ("phase1", "phase2", "oversample")
 
@@ -47,13 +52,13 @@ def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
     validate(config)
     distribute.split_cpu(config.cpu_devices)
     strategy = distribute.make_strategy(config.strategy)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        raise ConfigError(f"--strategy={config.strategy} with TF_CONFIG set: Keras {keras.__version__} cannot fit "
-                          "under MultiWorkerMirroredStrategy (keras-team/keras#20585); train on one machine with "
-                          "--strategy=mirrored and unset TF_CONFIG")
+    if distribute.num_workers(strategy) > 1 and config.phase1_cached_features:
+        raise ConfigError("--phase1_cached_features runs the backbone over whole splits in one process and "
+                          "caches the result, which several workers cannot share: use "
+                          "--nophase1_cached_features with --strategy=multi_worker or TF_CONFIG")
     info = inputs.dataset_info(config)
     files = RunFiles(pathlib.Path(config.model_dir).expanduser())
-    _claim(files, config)
+    _claim(files, config, writes=distribute.is_chief(strategy))
     _set_numerics(config)
     cfg = inputs.input_config(config)
     with strategy.scope():
@@ -74,16 +79,20 @@ def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
     return results
 
 
-def _claim(files: RunFiles, config: Config) -> None:
-    """Writes flags.txt, or checks that the run already in model_dir had the same flags (a resume)."""
+def _claim(files: RunFiles, config: Config, writes: bool = True) -> None:
+    """Writes flags.txt, or checks that the run already in model_dir had the same flags (a resume).
+
+    writes: False on the non-chief workers of a multi-worker run, which only check. The chief writes the file
+    atomically, so a worker sees no file or the whole of it, never a truncated one it would take for other flags.
+    """
     text = flags.flagfile_text(config)
     if files.flagfile.exists() and files.flagfile.read_text() != text:
         old, new = (set(t.splitlines()) for t in (files.flagfile.read_text(), text))
         changed = " ".join(sorted(new - old))
         raise ConfigError(f"--model_dir={config.model_dir} holds a run with other flags (now {changed}): use a "
                           f"new --model_dir, or delete {files.model_dir} to start over")
-    files.flagfile.parent.mkdir(parents=True, exist_ok=True)
-    files.flagfile.write_text(text)
+    if writes:
+        write_atomically(files.flagfile, text)
 
 
 def _set_numerics(config: Config) -> None:
@@ -113,19 +122,37 @@ class _Trainer:
         self.monitor = monitor_name(config)
         self.global_batch_size = config.batch_size * strategy.num_replicas_in_sync
         self.epochs_done = 0
+        # Where this process saves: the run directory on the chief, a scratch directory on other workers.
+        self.chief = distribute.is_chief(strategy)
+        self.scratch = None if self.chief else files.scratch(distribute.task_id(strategy))
+        self._clear_scratch()
+
+    def _agree(self, *values):
+        """The chief's values on every worker (and a barrier): see distribute.agree."""
+        return distribute.agree(self.strategy, values)
+
+    def _clear_scratch(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch.model_dir, ignore_errors=True)
 
     def run_phase(self, phase: Phase, cfg: pipelines.InputConfig) -> None:
         done = self.files.read_done(phase.name)
-        if done is not None:
-            print(f"{phase.name}: already complete ({done['epochs']} epochs), skipped")
-            self.epochs_done += done["epochs"]
+        [done_epochs] = self._agree(None if done is None else done["epochs"])
+        if done_epochs is not None:
+            print(f"{phase.name}: already complete ({int(done_epochs)} epochs), skipped")
+            self.epochs_done += int(done_epochs)
             return
         if phase.epochs:
             self._fit(phase, cfg)
-        history = self.files.history([phase.name])
-        best = callbacks_lib.best_logged(history, self.monitor)
-        self.files.mark_done(phase.name, {"epochs": len(history), "best_val_macro_f1": best})
-        self.epochs_done += len(history)
+        epochs = 0
+        if self.chief:
+            history = self.files.history([phase.name])
+            best = callbacks_lib.best_logged(history, self.monitor)
+            self.files.mark_done(phase.name, {"epochs": len(history), "best_val_macro_f1": best})
+            epochs = len(history)
+        # Also the barrier after which the other workers may read what the chief wrote in this phase.
+        [epochs] = self._agree(epochs)
+        self.epochs_done += int(epochs)
 
     def _fit(self, phase: Phase, cfg: pipelines.InputConfig) -> None:
         config, classifier = self.config, self.classifier
@@ -139,13 +166,16 @@ class _Trainer:
                                        config.final_learning_rate_fraction)
         fit_model, train, validation = self._fit_inputs(phase, cfg)
         self._compile(fit_model, rate, cfg.soft_labels)
-        best_before = callbacks_lib.best_logged(self.files.history(PHASES), self.monitor)
+        # Every worker must checkpoint at the same epochs: the same threshold, the chief's.
+        [best_before] = self._agree(callbacks_lib.best_logged(self.files.history(PHASES), self.monitor))
+        self._clear_scratch()
         fit_model.fit(train, validation_data=validation, epochs=phase.epochs, steps_per_epoch=steps, shuffle=False,
                       callbacks=callbacks_lib.phase_callbacks(
                           self.files, phase.name, self.monitor, checkpoint=not phase.cached,
                           constant_rate=config.lr_schedule == "constant", patience=config.early_stopping_patience,
                           plateau_patience=config.plateau_patience, best_so_far=best_before,
-                          first_step=self.epochs_done, on_epoch_end=self.on_epoch_end, extra=self.extra_callbacks))
+                          first_step=self.epochs_done, on_epoch_end=self.on_epoch_end, extra=self.extra_callbacks,
+                          scratch=self.scratch, barrier=lambda: distribute.barrier(self.strategy)))
         if phase.cached:
             # The head trained alone; early stopping restored its best epoch, which the full model now holds.
             best_now = callbacks_lib.best_logged(self.files.history([phase.name]), self.monitor)
@@ -187,7 +217,8 @@ class _Trainer:
 
     def _load_best(self) -> None:
         """Best checkpoint's layer weights into the model; the optimizer state in the file belongs to the
-        phase that wrote it, not to the one about to run."""
+        phase that wrote it, not to the one about to run. Every worker loads the chief's file, complete since
+        the last phase's agree."""
         model = self.classifier.model
         optimizer = getattr(model, "optimizer", None)  # set once the model is compiled
         if self.files.best_weights.exists():
@@ -211,13 +242,17 @@ class _Trainer:
         """Families whose validation F1 under the best checkpoint is below --oversample_f1_threshold, chosen
         once and kept in model_dir so a resumed run oversamples the same ones."""
         chosen = self.files.oversampled_families
-        if not chosen.exists():
+        [exists] = self._agree(chosen.exists())
+        if not exists:
+            # Every worker evaluates (collective ops) and gets the same counts, summed over all of them.
             [(_, per_family)] = self._evaluate_best([self.config.validation_split],
                                                     inputs.input_config(self.config))
             weak = sorted(name for name, f1 in per_family.items() if f1 < self.config.oversample_f1_threshold)
             print(f"oversample: {len(weak)} families under validation F1 {self.config.oversample_f1_threshold}: "
                   f"{', '.join(weak) or 'none'}")
-            chosen.write_text(json.dumps(weak))
+            if self.chief:
+                write_atomically(chosen, json.dumps(weak))
+            return tuple(weak)
         return tuple(json.loads(chosen.read_text()))
 
     def finish(self) -> dict:
@@ -225,11 +260,14 @@ class _Trainer:
         config, files = self.config, self.files
         (validation, _), (test, test_per_family) = self._evaluate_best(
             [config.validation_split, config.test_split], inputs.input_config(config))
-        self.classifier.serving.save(files.model)
+        # Every worker saves (saving may run collective ops); only the chief's copy is kept.
+        self.classifier.serving.save((self.scratch or files).model)
+        self._clear_scratch()
         label_names = {"family": list(self.info.family_names)}
         if config.phylum_head:
             label_names["phylum"] = list(self.info.phylum_names)
-        files.labels.write_text(json.dumps(label_names, indent=1))
+        if self.chief:
+            write_atomically(files.labels, json.dumps(label_names, indent=1))
         results = {
             "best_val_macro_f1": callbacks_lib.best_logged(files.history(PHASES), self.monitor),
             "validation": validation,
@@ -243,7 +281,10 @@ class _Trainer:
                       "model": str(files.model), "labels": str(files.labels), "metrics": str(files.metrics),
                       "best_weights": str(files.best_weights)},
         }
-        files.metrics.write_text(json.dumps(results, indent=2))
+        if self.chief:
+            write_atomically(files.metrics, json.dumps(results, indent=2))
+        # No worker returns (and exits) before the chief has written every file.
+        distribute.barrier(self.strategy)
         return results
 
 
