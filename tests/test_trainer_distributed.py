@@ -8,6 +8,8 @@ import pathlib
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 import keras
 import numpy as np
@@ -27,15 +29,15 @@ HEAD_ONLY = ["--backbone=baseline_cnn", "--weights=none", "--dataset_config=smal
              "--dense_dropout=0", "--warmup_epochs=0", "--deterministic", "--seed=3"]
 
 
-def trainer_main(*args: str, env: dict | None = None, wait: bool = True):
-    command = [sys.executable, "-m", "trainer.main", *args]
+def cpu_env(**extra: str) -> dict:
     # oneDNN's fused CPU BatchNormalization fails on the empty per-replica batch an uneven evaluation ends with.
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "TF_ENABLE_ONEDNN_OPTS": "0",
-           **(env or {})}
-    if not wait:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "TF_ENABLE_ONEDNN_OPTS": "0",
+            **extra}
+
+
+def trainer_main(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "trainer.main", *args], cwd=REPO, env=cpu_env(),
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -89,20 +91,44 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def run_workers(*args: str, count: int = 2) -> list[str]:
-    """Runs trainer.main as `count` workers of one cluster on 127.0.0.1; returns their outputs once all
-    exited 0 (a failure kills the rest rather than leave them waiting on a collective)."""
+def start_workers(*args: str, count: int = 2) -> list[subprocess.Popen]:
+    """Starts trainer.main as `count` workers of one cluster on 127.0.0.1 (free ports). Output goes to a file
+    (worker.log), not a pipe that nobody reads while the workers run: a full pipe would block one worker and,
+    through its collective ops, all of them."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(count)]}
-    workers = [trainer_main(*args, wait=False, env={"TF_CONFIG": json.dumps(
-                   {"cluster": cluster, "task": {"type": "worker", "index": index}})})
-               for index in range(count)]
+    workers = []
+    for index in range(count):
+        log = tempfile.TemporaryFile("w+")
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        worker = subprocess.Popen([sys.executable, "-m", "trainer.main", *args], cwd=REPO, stdout=log,
+                                  stderr=subprocess.STDOUT, text=True, env=cpu_env(TF_CONFIG=json.dumps(task)))
+        worker.log = log
+        workers.append(worker)
+    return workers
+
+
+def stop(workers: list[subprocess.Popen]) -> list[str]:
+    """Kills the workers still running; returns every worker's output."""
+    outputs = []
+    for worker in workers:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait()
+        worker.log.seek(0)
+        outputs.append(worker.log.read())
+        worker.log.close()
+    return outputs
+
+
+def run_workers(*args: str, count: int = 2) -> list[str]:
+    """Runs `count` workers to the end; returns their outputs once all exited 0 (a failure or a timeout kills
+    the rest rather than leave them waiting on a collective)."""
+    workers = start_workers(*args, count=count)
     try:
-        outputs = [worker.communicate(timeout=600)[0] for worker in workers]
-    finally:
         for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+            worker.wait(timeout=600)
+    finally:
+        outputs = stop(workers)
     assert [worker.returncode for worker in workers] == [0] * count, "\n".join(o[-3000:] for o in outputs)
     return outputs
 
@@ -134,3 +160,39 @@ def test_multi_worker_on_two_local_processes_completes(tiny_data_dir, tmp_path):
     # Both workers evaluated the same model on the same (whole) splits.
     assert results_table(outputs[0]) == results_table(outputs[1]) and len(results_table(outputs[0])) == 2
     assert chief["validation"]["macro_f1"] == pytest.approx(sklearn_macro_f1(tmp_path), abs=1e-6)
+
+
+def logged_epochs(model_dir: pathlib.Path, phase: str) -> list[int]:
+    log = model_dir / "logs" / f"{phase}.csv"
+    return pd.read_csv(log)["epoch"].tolist() if log.exists() and log.stat().st_size else []
+
+
+@pytest.mark.slow
+def test_multi_worker_run_killed_mid_phase_resumes_from_the_chiefs_backup(tiny_data_dir, tmp_path):
+    """Both workers killed in phase 2 and restarted: every worker restores the chief's BackupAndRestore state,
+    so phase 2 continues from its last saved epoch instead of starting over."""
+    epochs = 8
+    args = ["--backbone=baseline_cnn", "--weights=none", "--dataset_config=small_128", "--image_size=32",
+            f"--data_dir={tiny_data_dir}", f"--model_dir={tmp_path}", "--batch_size=4", "--steps_per_epoch=2",
+            "--phase1_epochs=1", f"--phase2_epochs={epochs}", "--unfreeze_layers=-1",
+            "--early_stopping_patience=1000", "--strategy=multi_worker"]
+    workers = start_workers(*args)
+    try:
+        deadline = time.monotonic() + 300
+        while (len(logged_epochs(tmp_path, "phase2")) < 2 and all(w.poll() is None for w in workers)
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+    finally:
+        stop(workers)
+    before = logged_epochs(tmp_path, "phase2")
+    assert 2 <= len(before) < epochs and (tmp_path / "backup" / "phase2" / "latest.weights.h5").exists()
+
+    outputs = run_workers(*args)
+    for output in outputs:
+        assert "phase1: already complete (1 epochs), skipped" in output
+        assert f"Epoch 1/{epochs}" not in output  # phase 2 did not start over, on either worker
+    resumed = logged_epochs(tmp_path, "phase2")
+    assert resumed[:len(before)] == before and resumed[len(before)] > before[-1]
+    assert resumed == sorted(set(resumed)) and resumed[-1] == epochs - 1
+    assert metrics(tmp_path)["phases"]["phase2"]["epochs"] == len(resumed)
+    assert not (tmp_path / "backup" / "phase2").exists() and not list(tmp_path.glob("workertemp*"))

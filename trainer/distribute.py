@@ -2,6 +2,7 @@
 what several workers of one MultiWorkerMirroredStrategy run need to stay in step: which one is the chief,
 agreeing on the chief's values, and the Keras workaround that lets them fit at all (keras-team/keras#20585)."""
 
+import importlib
 import inspect
 import json
 import math
@@ -32,7 +33,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """auto: multi_worker when TF_CONFIG names a cluster, mirrored over several GPUs (or logical CPUs), else
     one device. Multi-worker is decided before anything lists devices: that would start TensorFlow's runtime,
     after which collective ops can no longer be configured."""
-    if name == "multi_worker" or (name == "auto" and _tf_config_has_cluster()):
+    if multi_worker_requested(name):
         patch_keras_multi_worker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
@@ -40,6 +41,12 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored" or (name == "auto" and len(devices) > 1):
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.OneDeviceStrategy(devices[0])
+
+
+def multi_worker_requested(name: str) -> bool:
+    """Whether make_strategy(name) makes a MultiWorkerMirroredStrategy; known before it blocks waiting for
+    the cluster's other tasks."""
+    return name == "multi_worker" or (name == "auto" and _tf_config_has_cluster())
 
 
 def _tf_config_has_cluster() -> bool:
@@ -51,6 +58,15 @@ def scaled_learning_rate(learning_rate: float, global_batch_size: int, rule: str
     """The rate for global_batch_size of one given for reference_batch_size (rule: none, linear or sqrt)."""
     ratio = global_batch_size / reference_batch_size
     return learning_rate * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
+
+
+def public_name(strategy: tf.distribute.Strategy) -> str:
+    """The name tf.distribute exports the strategy under (MultiWorkerMirroredStrategy's class is
+    CollectiveAllReduceStrategy)."""
+    exported = [name for name in ("MultiWorkerMirroredStrategy", "MirroredStrategy", "OneDeviceStrategy",
+                                  "TPUStrategy", "ParameterServerStrategy")
+                if type(strategy) is getattr(tf.distribute, name, None)]
+    return exported[0] if exported else type(strategy).__name__
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
@@ -118,7 +134,6 @@ def patch_keras_multi_worker() -> None:
     no longer match fails here with one RuntimeError line rather than somewhere inside fit.
     Remove this (and its call in make_strategy) once Keras fixes #20585.
     """
-    import importlib
     trainer = importlib.import_module(_KERAS_TF_TRAINER)
     _check_keras_internals(trainer)
     if getattr(trainer.reduce_per_replica, _PATCHED, False):

@@ -51,11 +51,11 @@ def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
     """
     validate(config)
     distribute.split_cpu(config.cpu_devices)
-    strategy = distribute.make_strategy(config.strategy)
-    if distribute.num_workers(strategy) > 1 and config.phase1_cached_features:
+    if distribute.multi_worker_requested(config.strategy) and config.phase1_cached_features:
         raise ConfigError("--phase1_cached_features runs the backbone over whole splits in one process and "
                           "caches the result, which several workers cannot share: use "
                           "--nophase1_cached_features with --strategy=multi_worker or TF_CONFIG")
+    strategy = distribute.make_strategy(config.strategy)
     info = inputs.dataset_info(config)
     files = RunFiles(pathlib.Path(config.model_dir).expanduser())
     _claim(files, config, writes=distribute.is_chief(strategy))
@@ -261,7 +261,9 @@ class _Trainer:
         (validation, _), (test, test_per_family) = self._evaluate_best(
             [config.validation_split, config.test_split], inputs.input_config(config))
         # Every worker saves (saving may run collective ops); only the chief's copy is kept.
-        self.classifier.serving.save((self.scratch or files).model)
+        model_file = (self.scratch or files).model
+        model_file.parent.mkdir(parents=True, exist_ok=True)
+        self.classifier.serving.save(model_file)
         self._clear_scratch()
         label_names = {"family": list(self.info.family_names)}
         if config.phylum_head:
@@ -274,7 +276,7 @@ class _Trainer:
             "test": test,
             "test_f1_per_family": test_per_family,
             "phases": {phase: done for phase in PHASES if (done := files.read_done(phase))},
-            "strategy": type(self.strategy).__name__,
+            "strategy": distribute.public_name(self.strategy),
             "replicas": self.strategy.num_replicas_in_sync,
             "global_batch_size": self.global_batch_size,
             "paths": {"model_dir": str(files.model_dir), "flagfile": str(files.flagfile),
