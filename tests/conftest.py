@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -15,6 +16,17 @@ from tfds_rarespecies import replica  # noqa: E402
 DATA = pathlib.Path(__file__).parent / "data"
 TINY_FAMILIES = ("acroporidae", "unionidae", "apidae", "cheloniidae")
 TINY_PER_FAMILY = 20
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now, for local multi-worker clusters."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ steps, evaluates it, and writes what it saw (file names, batch sizes, counts) as
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ import tensorflow as tf
 import pipelines
 from tests.test_pipelines_tinydata import COLOURS, CONFIG, COUNTS, NAME
 from tests.test_pipelines_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
+from tests.conftest import free_ports
 
 ROOT = pathlib.Path(__file__).parents[1]
 BATCH = 4  # per replica
@@ -44,16 +44,6 @@ def _run_workers(mode: str, data_dir: str, out_dir: pathlib.Path, tf_configs: li
     return reports
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def _all_names(split: str) -> set[str]:
     return {f"{split}_{family}_{index}_eol-full-size-copy.jpg"
             for family, count in zip(COLOURS, COUNTS[split]) for index in range(count)}
@@ -75,7 +65,7 @@ def test_mirrored_strategy_batches_per_replica_and_evaluates_each_example_once(t
 
 @pytest.mark.slow
 def test_multi_worker_shards_are_disjoint_and_cover_the_split(tiny_data_dir_standin, tmp_path):  # noqa: F811
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     configs = [{"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}} for index in range(2)]
     reports = _run_workers("multiworker", tiny_data_dir_standin, tmp_path, configs)
     assert [report["replicas"] for report in reports] == [2, 2]

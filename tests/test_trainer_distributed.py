@@ -5,7 +5,6 @@ TensorFlow starts."""
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from sklearn.metrics import f1_score
 
 import pipelines  # registers BackboneScaling, which model.keras names
 from trainer import flags
+from tests.conftest import free_ports
 
 REPO = pathlib.Path(__file__).parent.parent
 
@@ -79,16 +79,6 @@ def test_macro_f1_under_mirrored_equals_sklearn_over_the_whole_split(tiny_data_d
     trainer_main(*HEAD_ONLY, f"--data_dir={tiny_data_dir}", f"--model_dir={tmp_path}", "--strategy=mirrored",
                  "--cpu_devices=2", "--batch_size=2", "--phase1_epochs=2")
     assert metrics(tmp_path)["validation"]["macro_f1"] == pytest.approx(sklearn_macro_f1(tmp_path), abs=1e-6)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def start_workers(*args: str, count: int = 2) -> list[subprocess.Popen]:
