@@ -1,71 +1,56 @@
 """Input throughput at 299 px: is our TFDS pipeline faster than reading the JPEGs, and fast enough to feed a model?
 
-    .venv/bin/python benchmarks/input_bench.py --work_dir=/tmp/input_bench --num_images=1000
+    .venv/bin/python -m benchmarks.input_bench --work_dir=/tmp/rare_species_input_bench --num_images=1000
 
-(a) pipelines.make_dataset: rare_species/inception_342 (stored short side 342), random-resized 299 crops,
-    the augmentation recipe, InceptionV3 scaling;
-(b) keras.utils.image_dataset_from_directory over the full-size JPEGs of the download, resized to 299, with the
-    same augmentation layers and scaling;
+(a) pipelines.make_dataset: rare_species/inception_342 (stored short side 342), random-resized 299 crops, the
+    "recipe" augmentation (pipelines.augmentation_layers, in tf.data), InceptionV3 scaling; tf.data options
+    as the trainer gets them (parallel maps, AUTOTUNE, deterministic=False);
+(b) what earlier projects did: keras.utils.image_dataset_from_directory over the full-size JPEGs of the
+    download, resized to 299, then the same recipe as Keras' stock layers (pipelines.augmentation.stock_layers:
+    RandomFlip, RandomRotation, RandomZoom, RandomBrightness, RandomContrast) and the same scaling, in a
+    parallel map, with prefetch and the same deterministic=False;
+(b2) (b)'s reader with (a)'s augmentation layers: splits (a)/(b) into what the stored format and what the
+    faster augmentation layers contribute;
 (c) InceptionV3 (weights=None) training steps on random 299-px batches: the rate the input has to sustain.
 
-The download is a synthetic replica (real metadata rows, 400..2400-px JPEGs like the real files) written by
-tfds_rarespecies.replica into --work_dir and built once; later runs reuse both. Prints one table with
-images/s and the ratios (a)/(b) and (a)/(c).
+The download is a replica (benchmarks.replica_data: real metadata rows, synthetic JPEGs with sides drawn from
+400..2400 px like the real EOL full-size files), written and built once into --work_dir and reused. The four
+are timed in alternation for --rounds rounds, so every ratio compares rates measured under the same machine
+load; each pipeline gets a fresh iterator per round, warmed up before timing and dropped after it. Prints one
+table: images/s (wall) and CPU ms per image of each (this process, all threads), and the ratios (a)/(b) and
+(a)/(c).
 """
 
+import gc
+import os
 import pathlib
 import time
 
 import keras
-import pandas as pd
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import app, flags
 
 import pipelines
-import tfds_rarespecies
-from tfds_rarespecies import replica
+from benchmarks import replica_data, table
+from pipelines import augmentation
 
-_WORK_DIR = flags.DEFINE_string("work_dir", None, "Folder for the replica download and the built dataset.",
-                                required=True)
-_NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "Images in the replica: about 10 per family, from up to "
-                                   "all 202 families (the split needs at least 3 per family).")
+_WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/rare_species_input_bench", "Replica download and built dataset.")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "Images in the replica (about 10 per family).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Batch size of every measurement.")
-_BATCHES = flags.DEFINE_integer("batches", 30, "Input batches timed, after the warm-up.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Batches (or steps) run before timing.")
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 5, "InceptionV3 training steps timed, after the warm-up.")
+_BATCHES = flags.DEFINE_integer("batches", 20, "Input batches timed per round and pipeline, after warm-up.")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 3, "InceptionV3 training steps timed per round.")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds of alternating measurements; the table sums them.")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Batches run untimed first in every round, so parallelism and "
+                               "buffers reach their steady state.")
 _AUGMENT = flags.DEFINE_string("augment", "recipe", "Augmentation recipe for (a) and (b).")
 
-METADATA = pathlib.Path(__file__).parents[1] / "tests" / "data" / "rare_species_metadata.csv"
 SIZE = 299
+MODEL_WARMUP = 2  # untimed training steps before the first round: tracing, then one steady step
 
 
-def prepare(work_dir: pathlib.Path, num_images: int) -> tuple[pathlib.Path, pathlib.Path]:
-    """The replica download and the data_dir with rare_species/inception_342 built from it (reused if there)."""
-    download, data_dir = work_dir / "download", work_dir / "data"
-    if not (download / "metadata.csv").exists():
-        metadata = pd.read_csv(METADATA, dtype=str, keep_default_na=False)
-        families = max(1, min(202, num_images // 10))
-        rows = replica.select_rows(metadata, families=families, per_family=-(-num_images // families))
-        replica.write_replica(download, rows, "course")
-    builder = tfds_rarespecies.Builder(config="inception_342", data_dir=str(data_dir))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(download)))
-    return download, data_dir
-
-
-def images_per_second(batches, warmup: int, timed: int, batch_size: int) -> float:
-    iterator = iter(batches)
-    for _ in range(warmup):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(timed):
-        next(iterator)
-    return timed * batch_size / (time.perf_counter() - start)
-
-
-def from_directory(download: pathlib.Path, cfg: pipelines.InputConfig) -> tf.data.Dataset:
-    """(b): Keras' folder reader, the same augmentation layers and scaling, parallel and prefetched."""
-    layers = pipelines.augmentation_layers(cfg.augment, cfg.augment_strength, cfg.seed)
+def from_directory(download: pathlib.Path, cfg: pipelines.InputConfig,
+                   layers: list[keras.layers.Layer]) -> tf.data.Dataset:
+    """Keras' folder reader, then the augmentation layers and the backbone scaling, parallel and prefetched."""
     backbone = pipelines.get_backbone(cfg.backbone)
 
     def augment(images, labels):
@@ -74,44 +59,75 @@ def from_directory(download: pathlib.Path, cfg: pipelines.InputConfig) -> tf.dat
         return backbone.preprocess(images), labels
 
     folders = keras.utils.image_dataset_from_directory(
-        download, image_size=(SIZE, SIZE), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
-    return folders.repeat().map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        download, image_size=(SIZE, SIZE), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, verbose=False)
+    options = tf.data.Options()
+    options.deterministic = False
+    return (folders.repeat().map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+            .with_options(options))
 
 
-def training_rate(batch_size: int, warmup: int, steps: int) -> float:
-    """(c): InceptionV3 from scratch, SGD, on random batches (no input cost at all)."""
+def inception_steps(batch_size: int):
+    """(c): an endless iterator of InceptionV3 training steps (from scratch, SGD) on one random batch."""
     model = keras.applications.InceptionV3(weights=None, input_shape=(SIZE, SIZE, 3), classes=202)
     model.compile("sgd", "sparse_categorical_crossentropy")
     images = tf.random.uniform((batch_size, SIZE, SIZE, 3), -1.0, 1.0)
     labels = tf.random.uniform((batch_size,), 0, 202, dtype=tf.int32)
+    while True:
+        yield model.train_on_batch(images, labels)
 
-    def train_steps():
-        while True:
-            yield model.train_on_batch(images, labels)
 
-    return images_per_second(train_steps(), warmup, steps, batch_size)
+def time_batches(batches, warmup: int, timed: int, batch_size: int, total: list) -> None:
+    """Adds the wall and CPU seconds and the images of `timed` batches, after `warmup` untimed ones, to total."""
+    for _ in range(warmup):
+        next(batches)
+    start, cpu = time.perf_counter(), table.cpu_seconds()
+    for _ in range(timed):
+        next(batches)
+    total[0] += time.perf_counter() - start
+    total[1] += table.cpu_seconds() - cpu
+    total[2] += timed * batch_size
 
 
 def main(argv):
     del argv
-    download, data_dir = prepare(pathlib.Path(_WORK_DIR.value), _NUM_IMAGES.value)
+    download, data_dir = replica_data.prepare(pathlib.Path(_WORK_DIR.value), _NUM_IMAGES.value)
     cfg = pipelines.InputConfig.for_backbone("inceptionv3", str(data_dir), _BATCH_SIZE.value,
                                              augment=_AUGMENT.value)
-    batch = _BATCH_SIZE.value
-    ours = images_per_second(pipelines.make_dataset(cfg, "train", training=True), _WARMUP.value, _BATCHES.value,
-                             batch)
-    folders = images_per_second(from_directory(download, cfg), _WARMUP.value, _BATCHES.value, batch)
-    model = training_rate(batch, _WARMUP.value, _TRAIN_STEPS.value)
-    print(f"\n{_NUM_IMAGES.value} images, batch {batch}, {SIZE} px, augment={cfg.augment}, "
-          f"{len(tf.config.list_physical_devices('CPU'))} CPU device(s), "
-          f"{len(tf.config.list_physical_devices('GPU'))} GPU(s)")
-    print(f"| {'measurement':<52} | {'images/s':>9} |")
-    print(f"| {'-' * 52} | {'-' * 9} |")
-    for name, rate in (("(a) pipelines.make_dataset (TFDS, stored 342 px)", ours),
-                       ("(b) image_dataset_from_directory (full-size JPEGs)", folders),
-                       ("(c) InceptionV3 training steps (random input)", model)):
-        print(f"| {name:<52} | {rate:>9.1f} |")
-    print(f"\n(a)/(b) = {ours / folders:.2f}   (a)/(c) = {ours / model:.2f}  (>= 1: the input keeps the model busy)")
+    stock = augmentation.stock_layers(cfg.augment, cfg.augment_strength, cfg.seed)
+    ours = augmentation.augmentation_layers(cfg.augment, cfg.augment_strength, cfg.seed)
+    datasets = {"a": pipelines.make_dataset(cfg, "train", training=True),
+                "b": from_directory(download, cfg, stock),
+                "b2": from_directory(download, cfg, ours)}
+    model_steps = inception_steps(cfg.batch_size)
+    totals = {name: [0.0, 0.0, 0] for name in (*datasets, "c")}  # wall s, CPU s, images
+    for round_ in range(_ROUNDS.value):
+        print(f"round {round_ + 1}/{_ROUNDS.value} ...", flush=True)
+        for name, dataset in datasets.items():
+            # A fresh iterator per round, dropped after it: a live one would fill its buffers (and take CPU)
+            # while the others are timed, and then serve batches made outside its own timing.
+            iterator = iter(dataset)
+            time_batches(iterator, _WARMUP.value, _BATCHES.value, cfg.batch_size, totals[name])
+            del iterator
+            gc.collect()
+        time_batches(model_steps, MODEL_WARMUP if round_ == 0 else 0, _TRAIN_STEPS.value, cfg.batch_size,
+                     totals["c"])
+    print(f"\n{replica_data.describe(download)}; batch {cfg.batch_size}, {SIZE} px, augment={cfg.augment}, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+    print(results(totals))
+
+
+def results(totals: dict) -> str:
+    rate = {name: images / wall for name, (wall, _, images) in totals.items()}
+    names = {"a": "(a) pipelines.make_dataset (TFDS, stored 342 px)",
+             "b": "(b) image_dataset_from_directory + stock Keras layers",
+             "b2": "(b2) image_dataset_from_directory + our layers",
+             "c": "(c) InceptionV3 training steps (random input)"}
+    rows = [("measurement", "images/s", "CPU ms/image", "(a)/this")]
+    for name, label in names.items():
+        wall, cpu, images = totals[name]
+        rows.append((label, f"{rate[name]:.1f}", f"{cpu / images * 1000:.1f}", f"{rate['a'] / rate[name]:.2f}"))
+    return (table.markdown(rows) + f"\n\n(a)/(b) = {rate['a'] / rate['b']:.2f} (target >= 10)   "
+            f"(a)/(c) = {rate['a'] / rate['c']:.2f} (target >= 20)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """From the stored JPEG bytes to a square uint8 image of the model's size, decoding only the pixels kept.
 
 `tf.image.decode_and_crop_jpeg` decodes just the crop window, so a random-resized crop of a 342-px image
-costs less than decoding it whole. Both paths end in the same antialiased resize and round to uint8, so a
-cached evaluation image is bit-identical to a freshly decoded one.
+costs less than decoding it whole. Both paths round to uint8. The central square (evaluation, cached) gets an
+antialiased bilinear resize, so a cached evaluation image is bit-identical to a freshly decoded one. A training
+crop, resized anew every step, shrinks by at most ~1.5x (the stored short side, aspect 3:4..4:3), where a plain
+bilinear resize matches the antialiased one to ~46 dB PSNR (a real photo's crops) at a sixth of the cost
+(0.4 instead of 2.4 ms at 299 px, the largest step of decoding a crop); crops that shrink more (the whole image,
+when no crop of an elongated one fits the area range) keep the antialiased resize.
 """
 
 import tensorflow as tf
@@ -26,9 +30,14 @@ def decode_random_crop(jpeg, size: int, seed, min_area: float):
         min_object_covered=min_area, aspect_ratio_range=ASPECT_RATIO_RANGE, area_range=(min_area, 1.0),
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
-    return _resize(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), size)
+    crop = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
+    return tf.cond(tf.reduce_max(extent[:2]) * 2 > size * 3, lambda: _resize(crop, size),
+                   lambda: _to_uint8(tf.image.resize(crop, [size, size], method="bilinear")))
 
 
 def _resize(image, size: int):
-    resized = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    return _to_uint8(tf.image.resize(image, [size, size], method="bilinear", antialias=True))
+
+
+def _to_uint8(image):
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
