@@ -119,9 +119,10 @@ def _colour_layers(size: Magnitudes, seed: int) -> list[keras.layers.Layer]:
 class RandomGeometry(keras.layers.Layer):
     """Keras' RandomFlip(flip), RandomRotation(rotation) and RandomZoom(zoom), in that order, as one resampling.
 
-    Per image it draws what those layers draw: a flip as RandomFlip does (in Keras 3 "horizontal_and_vertical"
-    is one coin that flips both axes together), an angle uniform in +-rotation turns, one zoom factor uniform in
-    1 +- zoom for both axes (above 1 zooms out). The three maps, all about the image centre, are composed into
+    Per image it draws what those layers draw, except for "horizontal_and_vertical": an independent coin per
+    axis, so all four orientations occur (Keras 3's RandomFlip uses one coin for both axes, which only ever
+    turns an image by 180 degrees and never mirrors it); an angle uniform in +-rotation turns; one zoom factor
+    uniform in 1 +- zoom for both axes (above 1 zooms out). The three maps, all about the image centre, are composed into
     one affine transform and applied with bilinear interpolation and "reflect" fill like theirs; so the
     pixels differ from the three layers' only by interpolating once instead of twice, and at the reflected
     borders. Inactive (identity) unless training.
@@ -147,10 +148,12 @@ class RandomGeometry(keras.layers.Layer):
         def uniform(low, high):
             return keras.random.uniform([count], low, high, seed=self.seed_generator)
 
-        flipped = tf.where(uniform(0.0, 1.0) <= 0.5, -1.0, 1.0)
-        unflipped = tf.ones([count])
-        sign_x = flipped if self.flip in ("horizontal", "horizontal_and_vertical") else unflipped
-        sign_y = flipped if self.flip in ("vertical", "horizontal_and_vertical") else unflipped
+        def flip_sign(axis: str):
+            if self.flip not in (axis, "horizontal_and_vertical"):
+                return tf.ones([count])
+            return tf.where(uniform(0.0, 1.0) <= 0.5, -1.0, 1.0)
+
+        sign_x, sign_y = flip_sign("horizontal"), flip_sign("vertical")
         angle = uniform(-self.rotation, self.rotation) * 2.0 * math.pi
         zoom = uniform(1.0 - self.zoom, 1.0 + self.zoom)
         warped = tf.raw_ops.ImageProjectiveTransformV3(

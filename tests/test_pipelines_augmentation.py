@@ -52,11 +52,12 @@ def test_composition_matches_the_layers_in_sequence():
 def test_layer_draws_per_image_and_is_identity_at_inference():
     images = _smooth_images()
     flips = augmentation.RandomGeometry("horizontal_and_vertical", seed=1)
-    outputs = np.concatenate([flips(images, training=True) for _ in range(8)])
-    upright, rotated = images.numpy(), images.numpy()[:, ::-1, ::-1]
-    kinds = {("upright" if np.array_equal(out, upright[i % 2]) else
-              "rotated" if np.array_equal(out, rotated[i % 2]) else "other") for i, out in enumerate(outputs)}
-    assert kinds == {"upright", "rotated"}  # Keras 3's "horizontal_and_vertical": one coin for both axes
+    outputs = np.concatenate([flips(images, training=True) for _ in range(16)])
+    views = {"upright": images.numpy(), "mirrored": images.numpy()[:, :, ::-1],
+             "upside_down": images.numpy()[:, ::-1], "rotated": images.numpy()[:, ::-1, ::-1]}
+    kinds = [next((name for name, view in views.items() if np.array_equal(out, view[i % 2])), "other")
+             for i, out in enumerate(outputs)]
+    assert set(kinds) == set(views)  # one coin per axis, unlike Keras 3's RandomFlip("horizontal_and_vertical")
     layer = augmentation.RandomGeometry("horizontal", 20 / 360, 0.1, seed=1)
     first, second = layer(images, training=True), layer(images, training=True)
     assert first.shape == images.shape and first.dtype == tf.float32
