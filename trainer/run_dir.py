@@ -76,7 +76,7 @@ class RunFiles:
     def history(self, phases: Sequence[str]) -> pd.DataFrame:
         """Every logged epoch of the given phases, in order, with a `phase` column."""
         frames = [pd.read_csv(self.csv_log(phase)).assign(phase=phase)
-                  for phase in phases if self.csv_log(phase).exists()]
+                  for phase in phases if self.csv_log(phase).exists() and self.csv_log(phase).stat().st_size]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def mark_done(self, phase: str, summary: dict) -> None:
