@@ -6,8 +6,10 @@ read back and how the tuner builds a base config without touching global state.
 """
 
 import pathlib
+import sys
 
 from absl import flags
+from absl import logging
 
 from trainer import config as config_lib
 
@@ -55,3 +57,29 @@ def write_flagfile(config: config_lib.Config, path: pathlib.Path) -> None:
 
 
 define_flags(flags.FLAGS)
+
+
+EXIT_USAGE = 2
+
+
+def fail(program: str, message: str) -> None:
+    """How every command reports a mistake: one line on stderr, exit status 2."""
+    print(f"{program}: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def parse_argv(program: str, argv: list[str]) -> list[str]:
+    """absl's global parser with its two-line complaint about a bad flag replaced by one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        fail(program, str(error))
+
+
+def start_command(program: str, argv: list[str]) -> None:
+    """The common start of a command's main: settings come only as --flags, and TFDS' INFO logs (one per
+    dataset opened, burying the progress bars) stay quiet unless --verbosity asks for them."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        fail(program, f"unexpected arguments {' '.join(argv[1:])}: every setting is a --flag")

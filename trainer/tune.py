@@ -39,13 +39,11 @@ import keras
 import optuna
 from absl import app
 from absl import flags as absl_flags
-from absl import logging
 from optuna.trial import TrialState
 
 from trainer import flags, inputs, train, tune_space, tune_storage
 from trainer.config import Config, ConfigError
 
-EXIT_USAGE = 2
 WORKER_FLAG = "--tune_worker="  # hidden: stripped before absl parses, so --helpfull does not list it
 SAMPLERS = ("tpe", "random", "qmc", "cmaes")
 PRUNERS = ("median", "hyperband", "none")
@@ -651,8 +649,7 @@ _worker_index: int | None = None
 
 
 def _fail(message: str) -> None:
-    print(f"trainer.tune: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+    flags.fail("trainer.tune", message)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -661,17 +658,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     hidden = [arg for arg in argv if arg.startswith(WORKER_FLAG)]
     if hidden:
         _worker_index = int(hidden[-1][len(WORKER_FLAG):])
-    try:
-        return absl_flags.FLAGS([arg for arg in argv if not arg.startswith(WORKER_FLAG)])
-    except absl_flags.Error as error:
-        _fail(str(error))
+    return flags.parse_argv("trainer.tune", [arg for arg in argv if not arg.startswith(WORKER_FLAG)])
 
 
 def main(argv: list[str]) -> None:
-    if not absl_flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {' '.join(argv[1:])}: every setting is a --flag")
+    flags.start_command("trainer.tune", argv)
     signal.signal(signal.SIGTERM, _terminate)
     base, settings = flags.config_from_flags(absl_flags.FLAGS), settings_from_flags(absl_flags.FLAGS)
     try:
