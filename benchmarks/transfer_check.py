@@ -1,9 +1,10 @@
 """Does transfer learning really work through our code? Genuine ImageNet weights vs the same network untrained.
 
+    W=<folder with the Keras MobileNetV2 ImageNet weights, a photo and the label names>
     .venv/bin/python -m benchmarks.transfer_check --work_dir=/tmp/transfer_check \
-        --imagenet_weights=../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5 \
-        --full_weights=../shared/weights/mobilenet_v2_1.0_224_imagenet.weights.h5 \
-        --photo=../shared/weights/photos/parrot.jpg --labels=../shared/weights/imagenet_labels.txt
+        --imagenet_weights=$W/mobilenet_v2_1.0_224_imagenet_notop.weights.h5 \
+        --full_weights=$W/mobilenet_v2_1.0_224_imagenet.weights.h5 \
+        --photo=$W/photos/parrot.jpg --labels=$W/imagenet_labels.txt
 
 (1) With --photo: the 1000-class MobileNetV2 from --full_weights sees the photo through the project's own path
     (tfds_rarespecies.imaging decodes it as the builder would, pipelines' evaluation view takes the central
