@@ -19,7 +19,7 @@ def decode_center(jpeg, size: int):
     shape = tf.image.extract_jpeg_shape(jpeg)
     side = tf.minimum(shape[0], shape[1])
     window = tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
-    return _resize(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), size)
+    return resize_square(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), size)
 
 
 def decode_random_crop(jpeg, size: int, seed, min_area: float):
@@ -31,11 +31,13 @@ def decode_random_crop(jpeg, size: int, seed, min_area: float):
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
     crop = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
-    return tf.cond(tf.reduce_max(extent[:2]) * 2 > size * 3, lambda: _resize(crop, size),
+    return tf.cond(tf.reduce_max(extent[:2]) * 2 > size * 3, lambda: resize_square(crop, size),
                    lambda: _to_uint8(tf.image.resize(crop, [size, size], method="bilinear")))
 
 
-def _resize(image, size: int):
+def resize_square(image, size: int):
+    """A square image (or batch) to size x size: antialiased bilinear, rounded to uint8. The evaluation view's
+    resize, shared with the serving model so a served image matches a stored one bit for bit."""
     return _to_uint8(tf.image.resize(image, [size, size], method="bilinear", antialias=True))
 
 

@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from trainer import evaluate, reports, serving
+from trainer import flags as run_flags
 from trainer.config import Config
 
 
@@ -107,5 +108,5 @@ def test_command_line_prints_the_summary(trained_run):
     assert (pathlib.Path(trained_run) / "eval" / "validation" / reports.METRICS_JSON).is_file()
     missing = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--model_dir=/nonexistent/run"],
                              capture_output=True, text=True, timeout=300)
-    assert missing.returncode == evaluate.EXIT_USAGE
+    assert missing.returncode == run_flags.EXIT_USAGE
     assert missing.stderr.strip().splitlines()[-1].startswith("trainer.evaluate: error: /nonexistent/run")

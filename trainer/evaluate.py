@@ -17,12 +17,11 @@ CROP_FRACTION of the side, resized back to the input size).
 import dataclasses
 import math
 import pathlib
-import sys
 
 import numpy as np
 import tensorflow as tf
 import tqdm
-from absl import app, flags, logging
+from absl import app, flags
 
 import pipelines
 from tfds_rarespecies import labels
@@ -34,7 +33,7 @@ from trainer.run_dir import RunFiles
 TTA_MODES = ("flip", "crops")
 CROP_FRACTION = 0.875
 EVAL_DIR_NAME = "eval"
-EXIT_USAGE = 2
+PROGRAM = "trainer.evaluate"
 
 
 class EvaluationError(ValueError):
@@ -205,11 +204,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {' '.join(argv[1:])}: every setting is a --flag")
+    run_flags.start_command(PROGRAM, argv)
     values = flags.FLAGS
-    if not values["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # TFDS' INFO lines would bury the summary
     if not values.model_dir:
         _fail("--model_dir is empty: name the run to evaluate, e.g. --model_dir=runs/incv3")
     config = EvaluationConfig(model_dir=values.model_dir, split=values.split,
@@ -224,8 +220,7 @@ def main(argv: list[str]) -> None:
 
 
 def _fail(message: str) -> None:
-    print(f"trainer.evaluate: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+    run_flags.fail(PROGRAM, message)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import pipelines  # noqa: F401  (registers the layers model.keras names)
+from pipelines import images as pipeline_images
 from tfds_rarespecies import labels
 from trainer import objectives  # noqa: F401  (registers the loss and metrics a head compiled alone keeps)
 from trainer.run_dir import RunFiles
@@ -75,8 +76,7 @@ def center_square(images: tf.Tensor, size: int) -> tf.Tensor:
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     side = tf.minimum(height, width)
     square = tf.image.crop_to_bounding_box(images, (height - side) // 2, (width - side) // 2, side, side)
-    resized = tf.image.resize(square, [size, size], method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    return pipeline_images.resize_square(square, size)
 
 
 class ServingModel:
