@@ -1,18 +1,24 @@
 """Trainer benchmark on a replica download: training steps/s on one device vs MirroredStrategy over two logical
 CPU devices at the same global batch, and the phase-1 epoch time on cached embeddings vs on images.
 
-    .venv/bin/python -m benchmarks.train_bench --work_dir=/tmp/rare_species_train_bench --families=20 \
-        --per_family=60 --backbone=mobilenetv2 --image_size=96
+The real recipe (InceptionV3 at 299 px on inception_342; ~25 minutes on 2 cores, most of it the image side):
 
-Any trainer flag (--backbone, --weights, --image_size, --batch_size as the global batch, ...) sets the runs'
-common config. Every measurement is a `trainer.train.run` (the one training path) in a child process of its
-own, so each can split the CPU before TensorFlow starts; a Keras callback times the batches and epochs. The four
-measurements alternate for --rounds rounds and the table pools them, so each ratio compares runs made under the
-same machine load. The replica (benchmarks.replica_data: real metadata rows, synthetic pixels, stored as
-small_128) is built once into --work_dir and reused. Its default, 60 images in each of 20 families (the real
-set's average per family), gives 60 training steps per phase-1 epoch: with the 16 of the old default (8 x 40),
-the per-epoch fixed costs (validation, the backup callback's save) were most of a cached epoch, which the real
-set's ~300 steps per epoch dwarf. The per-step row shows the ratio without them.
+    .venv/bin/python -m benchmarks.train_bench --work_dir=/tmp/rare_species_train_bench --backbone=inceptionv3 \
+        --image_size=299 --dataset_config=inception_342 --families=20 --per_family=30 --rounds=1 --steps=5
+
+The quick default (MobileNetV2 at 96 px on small_128, ~3 minutes) for checking the benchmark itself:
+
+    .venv/bin/python -m benchmarks.train_bench --work_dir=/tmp/rare_species_train_bench
+
+Any trainer flag (--backbone, --weights, --image_size, --dataset_config, --batch_size as the global batch, ...)
+sets the runs' common config. Every measurement is a `trainer.train.run` (the one training path) in a child
+process of its own, so each can split the CPU before TensorFlow starts; a Keras callback times the batches and
+epochs. The four measurements alternate for --rounds rounds and the table pools them, so each ratio compares
+runs made under the same machine load. The replica (benchmarks.replica_data: real metadata rows, synthetic
+pixels, sides just above the config's stored size) is built once into --work_dir and reused. With few steps per
+epoch the per-epoch fixed costs (validation, the backup callback's save) weigh on the cached side, which the
+real set's ~600 steps per epoch (batch 16) dwarf, so a small replica understates the ratio; the per-step row
+shows it without them.
 """
 
 import dataclasses
@@ -38,7 +44,8 @@ _STEPS = flags.DEFINE_integer("steps", 12, "Training steps timed per strategy (t
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Phase-1 epochs per path (the first is not counted).")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds of the four measurements, alternating; the table pools them.")
 _CHILD = flags.DEFINE_string("child", "", "Internal: run one measurement from this JSON Config and print it.")
-BENCH_DEFAULTS = {"backbone": "mobilenetv2", "weights": "none", "image_size": 96, "batch_size": 16,
+BENCH_DEFAULTS = {"backbone": "mobilenetv2", "weights": "none", "image_size": 96, "dataset_config": "small_128",
+                  "batch_size": 16,
                   "class_weights": "none", "warmup_epochs": 0.0, "deterministic": True}
 
 WARMUP_BATCHES = 2
@@ -74,9 +81,9 @@ def measure(config_json: str) -> dict:
             "validation_loss": results["validation"]["loss"]}
 
 
-def build_replica(work_dir: pathlib.Path) -> str:
-    """The data_dir of the --families x --per_family small-image replica (small_128), built on the first call."""
-    return replica_data.build_replica(pathlib.Path(work_dir), _FAMILIES.value, _PER_FAMILY.value)
+def build_replica(work_dir: pathlib.Path, dataset_config: str) -> str:
+    """The data_dir of the --families x --per_family replica built as dataset_config, on the first call."""
+    return replica_data.build_replica(pathlib.Path(work_dir), _FAMILIES.value, _PER_FAMILY.value, dataset_config)
 
 
 def run_child(config: dict, name: str) -> dict:
@@ -98,8 +105,9 @@ def main(argv):
         print(json.dumps(measure(_CHILD.value)))
         return
     work_dir = pathlib.Path(_WORK_DIR.value)
-    base = dataclasses.replace(trainer_flags.config_from_flags(flags.FLAGS), data_dir=build_replica(work_dir),
-                               dataset_config="small_128", seed=0)
+    base = trainer_flags.config_from_flags(flags.FLAGS)
+    base = dataclasses.replace(base, data_dir=build_replica(work_dir, base.dataset), dataset_config=base.dataset,
+                               seed=0)
     batch = base.batch_size
 
     def config(name: str, **changes) -> dict:
@@ -152,8 +160,8 @@ def results(base: Config, runs: dict) -> str:
                 steps_per_second("images"), "{:.1f}", "{:.1f}x"),
             (f"  whole phase-1 run ({_EPOCHS.value} epochs, cache fill, evaluation), seconds",
              f"{run_seconds('images'):.1f}", f"{run_seconds('cached'):.1f}", "")]
-    return (f"\n{_FAMILIES.value} families x {_PER_FAMILY.value} replica images (small_128), global batch "
-            f"{base.batch_size}, {_ROUNDS.value} rounds, {os.cpu_count()} cores, load average "
+    return (f"\n{_FAMILIES.value} families x {_PER_FAMILY.value} replica images ({base.dataset_config}), global "
+            f"batch {base.batch_size}, {_ROUNDS.value} rounds, {os.cpu_count()} cores, load average "
             f"{os.getloadavg()[0]:.1f} at the end\n" + table.markdown(rows)
             + f"\n\ncached embeddings: {speedup:.1f}x faster per phase-1 epoch (target >= 20)")
 
