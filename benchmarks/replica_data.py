@@ -84,10 +84,11 @@ def describe(download: pathlib.Path) -> str:
             f"{bits.sum() / pixels.sum():.2f} bits/pixel")
 
 
-def prepare(work_dir: pathlib.Path, num_images: int) -> tuple[pathlib.Path, pathlib.Path]:
+def prepare(work_dir: pathlib.Path, num_images: int, min_side: int = FULL_SIZE[0],
+            max_side: int = FULL_SIZE[1]) -> tuple[pathlib.Path, pathlib.Path]:
     """The full-size replica download and the data_dir with rare_species/inception_342 built from it."""
     work_dir = pathlib.Path(work_dir)
-    download = write_download(work_dir / "download", num_images=num_images)
+    download = write_download(work_dir / "download", num_images=num_images, min_side=min_side, max_side=max_side)
     return download, build(download, work_dir / "data", "inception_342")
 
 
