@@ -17,11 +17,11 @@
     (b) image_dataset_from_directory alone.
 
 The download is a replica (benchmarks.replica_data: real metadata rows, synthetic JPEGs with sides drawn from
-400..2400 px like the real EOL full-size files), written and built once into --work_dir and reused. The four
+--min_side..--max_side, by default 400..2400 px), written and built once into --work_dir and reused. All six
 are timed in alternation for --rounds rounds, so every ratio compares rates measured under the same machine
 load; each pipeline gets a fresh iterator per round, warmed up before timing and dropped after it. Prints one
-table: images/s (wall) and CPU ms per image of each (this process, all threads), and the ratios (a)/(b) and
-(a)/(c).
+table: images/s (wall) and CPU ms per image of each (this process, all threads), and the ratios (a)/(b),
+(a)/(c) and (a-dev)/(b-dev).
 """
 
 import dataclasses
