@@ -13,6 +13,8 @@ from absl import logging
 
 from trainer import config as config_lib
 
+EXIT_USAGE = 2
+
 _DEFINERS = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
              str: flags.DEFINE_string}
 
@@ -56,12 +58,6 @@ def write_flagfile(config: config_lib.Config, path: pathlib.Path) -> None:
     path.write_text(flagfile_text(config))
 
 
-define_flags(flags.FLAGS)
-
-
-EXIT_USAGE = 2
-
-
 def fail(program: str, message: str) -> None:
     """How every command reports a mistake: one line on stderr, exit status 2."""
     print(f"{program}: error: {message}", file=sys.stderr)
@@ -83,3 +79,6 @@ def start_command(program: str, argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         fail(program, f"unexpected arguments {' '.join(argv[1:])}: every setting is a --flag")
+
+
+define_flags(flags.FLAGS)

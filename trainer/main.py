@@ -8,7 +8,6 @@ same command resumes an interrupted run. Any mistake in the flags or the data en
 exit status 2; `--helpfull` documents every flag.
 """
 
-
 from absl import app
 from absl import flags as absl_flags
 
