@@ -3,14 +3,14 @@
     .venv/bin/python -m benchmarks.input_bench --work_dir=/tmp/rare_species_input_bench --num_images=1000
 
 (a) pipelines.make_dataset: rare_species/inception_342 (stored short side 342), random-resized 299 crops, the
-    "recipe" augmentation (pipelines.augmentation_layers, in tf.data), InceptionV3 scaling; tf.data options
+    "recipe" augmentation on the CPU (pipelines.cpu_augmentation, in tf.data), InceptionV3 scaling; tf.data options
     as the trainer gets them (parallel maps, AUTOTUNE, deterministic=False);
 (b) what earlier projects did: keras.utils.image_dataset_from_directory over the full-size JPEGs of the
     download, resized to 299, then the same recipe as Keras' stock layers (pipelines.augmentation.stock_layers:
     RandomFlip, RandomRotation, RandomZoom, RandomBrightness, RandomContrast) and the same scaling, in a
     parallel map, with prefetch and the same deterministic=False;
-(b2) (b)'s reader with (a)'s augmentation layers: splits (a)/(b) into what the stored format and what the
-    faster augmentation layers contribute;
+(b2) (b)'s reader with our Keras layers (pipelines.augmentation_layers: RandomGeometry's one warp for flip,
+    rotation and zoom), the ones the accelerator placement runs;
 (c) InceptionV3 (weights=None) training steps on random 299-px batches: the rate the input has to sustain;
 (a-dev), (b-dev): the same two readers when augmentation runs on the accelerator (--augment_on_device, the
     placement for GPU machines): what is left on the CPU, (a) without its augmentation layers and scaling,
@@ -132,7 +132,7 @@ def results(totals: dict) -> str:
     rate = {name: images / wall for name, (wall, _, images) in totals.items()}
     names = {"a": "(a) pipelines.make_dataset (TFDS, stored 342 px)",
              "b": "(b) image_dataset_from_directory + stock Keras layers",
-             "b2": "(b2) image_dataset_from_directory + our layers",
+             "b2": "(b2) image_dataset_from_directory + our Keras layers",
              "a_dev": "(a-dev) (a), augmentation on the accelerator",
              "b_dev": "(b-dev) (b), augmentation on the accelerator",
              "c": "(c) InceptionV3 training steps (random input)"}

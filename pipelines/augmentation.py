@@ -1,8 +1,9 @@
-"""Named augmentation recipes as one list of Keras preprocessing layers, used by both placements.
+"""Named augmentation recipes: their magnitudes, and the Keras preprocessing layers that apply them.
 
-The same `augmentation_layers` list runs either inside tf.data on the CPU (pipelines.datasets) or at the front
-of the model on the accelerator (pipelines.model_front), so switching placement never changes the transforms.
-Keras' random layers are inactive at inference, and evaluation datasets never call them.
+The layers run at the front of the model when augmentation is on the accelerator (pipelines.model_front). On the
+CPU, inside tf.data, pipelines.cpu_augmentation applies the same transforms with the same draws (magnitudes from
+`magnitudes` here) in one OpenCV resampling, checked against these layers by its tests. Keras' random layers
+are inactive at inference, and evaluation datasets never augment.
 
 Layers work on float32 images in 0..255 (brightness and contrast clip to that range), so per-backbone scaling
 always comes after them. The random-resized crop is not a layer: it happens while decoding the JPEG

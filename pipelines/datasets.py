@@ -1,10 +1,11 @@
 """The tf.data pipelines for training and evaluation, for Keras' own distribution or for one input pipeline.
 
 Training, per input pipeline: shuffled files (TFDS, seeded) -> targeted oversampling -> example shuffle ->
-repeat -> class-balanced resampling -> parallel decode with a random-resized crop (stateless, seeded per
-element) -> batch (drop_remainder: every replica gets a full batch) -> MixUp/CutMix -> augmentation layers
-(unless on device) -> backbone scaling (unless on device) -> prefetch. Training datasets are infinite: the
-trainer passes `steps_per_epoch`.
+repeat -> class-balanced resampling -> parallel decode with a random-resized crop and, unless augmentation is
+on the device, the rest of the recipe (pipelines.cpu_augmentation; stateless, seeded per element) -> batch
+(drop_remainder: every replica gets a full batch) -> MixUp/CutMix -> backbone scaling (unless on device) ->
+prefetch. Training datasets are infinite: the trainer passes `steps_per_epoch`. So on the CPU each image is
+augmented before it is mixed (as timm does); on the device the model augments the mixed batch.
 
 Evaluation: files in order (always deterministic) -> decode of the central square -> cache (when it fits in
 EVAL_CACHE_BYTES) -> batch without dropping the remainder -> scaling -> prefetch. Finite, so every example
@@ -21,7 +22,7 @@ Two ways to distribute:
 
 import tensorflow as tf
 
-from pipelines import augmentation, backbones, balancing, images, mixing, reading
+from pipelines import augmentation, backbones, balancing, cpu_augmentation, images, mixing, reading
 from pipelines.config import InputConfig
 
 EVAL_CACHE_BYTES = 1 << 30
@@ -97,10 +98,14 @@ def _training_examples(cfg: InputConfig, split: str, examples: tf.data.Dataset, 
     examples = balancing.resample(examples, _family, _epoch_counts(cfg, split), cfg.sampling_temperature,
                                   cfg.seed)
     min_area = augmentation.crop_min_area(cfg.augment, cfg.augment_strength)
+    on_cpu = not cfg.augment_on_device and cpu_augmentation.is_active(cfg.augment, cfg.augment_strength)
 
     def decode(index, example):
-        if min_area < 1.0:
-            element_seed = tf.random.experimental.stateless_fold_in(seed, index)
+        element_seed = tf.random.experimental.stateless_fold_in(seed, index)
+        if on_cpu:
+            image = cpu_augmentation.augment(example["image"], cfg.image_size, element_seed, cfg.augment,
+                                             cfg.augment_strength)
+        elif min_area < 1.0:
             image = images.decode_random_crop(example["image"], cfg.image_size, element_seed, min_area)
         else:
             image = images.decode_center(example["image"], cfg.image_size)
@@ -134,10 +139,6 @@ class _ModelInputs:
             weights = balancing.class_weights(reading.label_counts(cfg, split), cfg.class_weighting,
                                               cfg.class_weight_beta)
             self.weights = tf.constant(balancing.weight_vector(weights, self.num_families))
-        self.layers = []
-        if training and not cfg.augment_on_device:
-            self.layers = augmentation.augmentation_layers(cfg.augment, cfg.augment_strength,
-                                                           cfg.seed + 1000 * pipeline_id)
 
     def __call__(self, index, batch):
         cfg = self.cfg
@@ -152,8 +153,6 @@ class _ModelInputs:
             targets = {"labels": labels} if weights is None else {"labels": labels, "weights": weights}
             pixels, targets = mixing.mix_batch(pixels, targets, batch_seed, cfg.mixup_alpha, cfg.cutmix_alpha)
             labels, weights = targets["labels"], targets.get("weights")
-        for layer in self.layers:
-            pixels = layer(pixels, training=True)
         if not cfg.augment_on_device:
             pixels = self.backbone.preprocess(pixels)
         labels = labels if cfg.aux_phylum else labels["family"]

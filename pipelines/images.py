@@ -7,32 +7,53 @@ crop, resized anew every step, shrinks by at most ~1.5x (the stored short side, 
 bilinear resize matches the antialiased one to ~46 dB PSNR (a real photo's crops) at a sixth of the cost
 (0.4 instead of 2.4 ms at 299 px, the largest step of decoding a crop); crops that shrink more (the whole image,
 when no crop of an elongated one fits the area range) keep the antialiased resize.
+
+The windows themselves (`center_window`, `random_crop_window`) serve pipelines.cpu_augmentation, which resizes
+a crop in the same resampling as its flip, rotation and zoom.
 """
 
 import tensorflow as tf
 
 ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+MAX_PLAIN_SHRINK = 1.5
 
 
 def decode_center(jpeg, size: int):
     """The central square (the whole short side), resized: evaluation and un-augmented training."""
-    shape = tf.image.extract_jpeg_shape(jpeg)
-    side = tf.minimum(shape[0], shape[1])
-    window = tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
-    return resize_square(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3), size)
+    return resize_square(center_window(jpeg), size)
 
 
 def decode_random_crop(jpeg, size: int, seed, min_area: float):
     """An Inception-style random-resized crop: area fraction in [min_area, 1], aspect ratio 3:4..4:3."""
+    crop = random_crop_window(jpeg, seed, min_area)
+    return tf.cond(shrinks_much(crop, size), lambda: resize_square(crop, size),
+                   lambda: _to_uint8(tf.image.resize(crop, [size, size], method="bilinear")))
+
+
+def center_window(jpeg):
+    """The decoded central square of the stored image, at its stored resolution."""
+    shape = tf.image.extract_jpeg_shape(jpeg)
+    side = tf.minimum(shape[0], shape[1])
+    window = tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
+    return tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
+
+
+def random_crop_window(jpeg, seed, min_area: float):
+    """The decoded window of a random-resized crop (area fraction in [min_area, 1], aspect 3:4..4:3),
+    at its stored resolution."""
     shape = tf.image.extract_jpeg_shape(jpeg)
     begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
         shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
         min_object_covered=min_area, aspect_ratio_range=ASPECT_RATIO_RANGE, area_range=(min_area, 1.0),
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
-    crop = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
-    return tf.cond(tf.reduce_max(extent[:2]) * 2 > size * 3, lambda: resize_square(crop, size),
-                   lambda: _to_uint8(tf.image.resize(crop, [size, size], method="bilinear")))
+    return tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
+
+
+def shrinks_much(crop, size: int):
+    """True when resizing the crop to size x size shrinks it by more than MAX_PLAIN_SHRINK (it then needs the
+    antialiased resize)."""
+    return tf.cast(tf.reduce_max(tf.shape(crop)[:2]), tf.float32) > size * MAX_PLAIN_SHRINK
 
 
 def resize_square(image, size: int):

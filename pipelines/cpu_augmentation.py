@@ -1,0 +1,132 @@
+"""The augmentation recipe on the CPU: one image at a time inside tf.data, resampled once, with OpenCV.
+
+Keras' layers (pipelines.augmentation) are the reference and run at the front of the model when augmentation is
+on the accelerator. Run inside tf.data they cost ~10 ms an image at 299 px on a CPU core, mostly TF's bilinear
+warp (ImageProjectiveTransformV3) and the colour ops: more than reading, decoding and cropping the stored JPEG.
+Here the random-resized crop's resize, the flip, the rotation and the zoom are one `cv2.warpAffine` from the
+decoded crop window straight to the model's size, and brightness then contrast one per-channel lookup table
+(BUILD-notes.md has the timings).
+
+The transforms are Keras': the same draws (RandomGeometry's flip coins, angle and zoom, RandomBrightness' delta,
+RandomContrast's factor, at the magnitudes of pipelines.augmentation.magnitudes), about the same centre, with
+the same reflected border, in the same order. The pixels differ only by resampling once instead of twice and by
+rounding to uint8 between warp and colour table (tests/test_pipelines_cpu_augmentation.py bounds it). The draws
+come from TF's stateless RNG, seeded per element, so a deterministic run repeats exactly.
+
+The Python function inside tf.data has one hazard: an iterator still alive when the interpreter finalises
+(a module-level `it = iter(dataset)` in a script) hangs or aborts the exit, because its threads wait for the
+GIL (tensorflow/tensorflow#21277). So the first dataset built here registers an exit hook that releases live
+tf.data iterators while Python still runs; Keras' fit, evaluate and predict release theirs themselves.
+"""
+
+import atexit
+import functools
+import gc
+import math
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from pipelines import augmentation, images
+
+NUM_DRAWS = 6  # sign_x, sign_y, angle (radians), zoom (above 1 zooms out), brightness delta (0..255), contrast
+
+
+def is_active(name: str, strength: float) -> bool:
+    """True when the recipe at this strength changes training images beyond the central square."""
+    size = augmentation.magnitudes(name, strength)
+    return (bool(size.flip) or size.rotation > 0 or size.zoom > 0 or size.brightness > 0 or size.contrast > 0
+            or augmentation.crop_min_area(name, strength) < 1.0)
+
+
+def augment(jpeg, size: int, seed, name: str, strength: float):
+    """A training view of the stored JPEG: random-resized crop, flip, rotation, zoom, brightness, contrast.
+
+    Returns a uint8 (size, size, 3) tensor; seed is a stateless RNG seed (shape (2,)) for this element.
+    """
+    cv2.setNumThreads(1)  # tf.data already runs one transform per core; OpenCV's own pool would oversubscribe
+    _register_exit_hook()
+    min_area = augmentation.crop_min_area(name, strength)
+    crop = images.random_crop_window(jpeg, seed, min_area) if min_area < 1.0 else images.center_window(jpeg)
+    crop = tf.cond(images.shrinks_much(crop, size), lambda: images.resize_square(crop, size), lambda: crop)
+    parameters = draw(tf.random.experimental.stateless_fold_in(seed, 1), augmentation.magnitudes(name, strength))
+    image = tf.numpy_function(functools.partial(transform, size=size), [crop, parameters], tf.uint8,
+                              stateful=False)
+    image.set_shape([size, size, 3])
+    return image
+
+
+def draw(seed, size: augmentation.Magnitudes):
+    """The NUM_DRAWS transform parameters of one image, from the distributions Keras' layers draw from."""
+    uniform = tf.random.stateless_uniform([NUM_DRAWS], seed)
+
+    def flip_sign(index: int, axis: str):
+        if size.flip not in (axis, "horizontal_and_vertical"):
+            return tf.constant(1.0)
+        return tf.where(uniform[index] <= 0.5, -1.0, 1.0)
+
+    def symmetric(index: int, magnitude: float):
+        return (2.0 * uniform[index] - 1.0) * magnitude
+
+    low, high = augmentation.VALUE_RANGE
+    return tf.stack([flip_sign(0, "horizontal"), flip_sign(1, "vertical"),
+                     symmetric(2, size.rotation * 2.0 * math.pi), 1.0 + symmetric(3, size.zoom),
+                     symmetric(4, size.brightness * (high - low)), 1.0 + symmetric(5, size.contrast)])
+
+
+def transform(crop: np.ndarray, parameters: np.ndarray, size: int) -> np.ndarray:
+    """The crop resized to size x size, flipped, rotated and zoomed in one warp, then brightness and contrast."""
+    sign_x, sign_y, angle, zoom, delta, factor = (float(value) for value in parameters)
+    matrix = warp_matrix(crop.shape[0], crop.shape[1], size, sign_x, sign_y, angle, zoom)
+    warped = cv2.warpAffine(crop, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REFLECT)
+    if delta == 0.0 and factor == 1.0:
+        return warped
+    return cv2.LUT(warped, colour_table(warped, delta, factor))
+
+
+def warp_matrix(height: int, width: int, size: int, sign_x: float, sign_y: float, angle: float,
+                zoom: float) -> np.ndarray:
+    """The 2x3 map from an output pixel to its position in the height x width crop.
+
+    At the model's size, output p samples c + A (p - c) (pipelines.augmentation.affine_transforms: A = flip
+    signs x rotation x zoom, c the centre); the bilinear resize from the crop maps q there to (q + 0.5) s - 0.5
+    in the crop, s = crop side / size (TF's half-pixel centres).
+    """
+    centre = (size - 1) / 2.0
+    cos, sin = math.cos(angle) * zoom, math.sin(angle) * zoom
+    linear = np.array([[sign_x * cos, -sign_x * sin], [sign_y * sin, sign_y * cos]])
+    scale = np.array([width / size, height / size])
+    offset = centre - linear @ np.array([centre, centre]) + 0.5
+    return np.hstack([scale[:, None] * linear, (scale * offset - 0.5)[:, None]]).astype(np.float32)
+
+
+def colour_table(image: np.ndarray, delta: float, factor: float) -> np.ndarray:
+    """A (256, 1, 3) uint8 table for cv2.LUT: per channel, RandomBrightness' clip(v + delta) and then
+    RandomContrast's clip((v - mean) * factor + mean), the mean taken over the brightened image."""
+    low, high = augmentation.VALUE_RANGE
+    brightened = np.clip(np.arange(256.0) + delta, low, high)
+    counts = np.stack([cv2.calcHist([image], [channel], None, [256], [0, 256]).ravel() for channel in range(3)],
+                      axis=1)
+    means = brightened @ counts / counts.sum(axis=0)
+    table = np.clip((brightened[:, None] - means) * factor + means, low, high)
+    return np.round(table).astype(np.uint8)[:, None, :]
+
+
+@functools.cache
+def _register_exit_hook() -> None:
+    atexit.register(release_iterators)
+
+
+def release_iterators() -> int:
+    """Drops the resource of every live tf.data iterator (they are unusable afterwards); returns how many.
+
+    Dropping it is what deleting the iterator does; done at exit, before finalisation, so its threads can
+    still take the GIL to finish a call in flight.
+    """
+    live = [obj for obj in gc.get_objects() if isinstance(obj, tf.data.Iterator) and
+            "_iterator_resource" in vars(obj)]
+    for iterator in live:
+        del iterator._iterator_resource
+    return len(live)
