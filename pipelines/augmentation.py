@@ -123,8 +123,8 @@ class RandomGeometry(keras.layers.Layer):
     Per image it draws what those layers draw, except for "horizontal_and_vertical": an independent coin per
     axis, so all four orientations occur (Keras 3's RandomFlip uses one coin for both axes, which only ever
     turns an image by 180 degrees and never mirrors it); an angle uniform in +-rotation turns; one zoom factor
-    uniform in 1 +- zoom for both axes (above 1 zooms out). The three maps, all about the image centre, are composed into
-    one affine transform and applied with bilinear interpolation and "reflect" fill like theirs; so the
+    uniform in 1 +- zoom for both axes (above 1 zooms out). The three maps, all about the image centre, are composed
+    into one affine transform and applied with bilinear interpolation and "reflect" fill like theirs; so the
     pixels differ from the three layers' only by interpolating once instead of twice, and at the reflected
     borders. Inactive (identity) unless training.
     """

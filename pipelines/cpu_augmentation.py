@@ -4,13 +4,14 @@ Keras' layers (pipelines.augmentation) are the reference and run at the front of
 on the accelerator. Run inside tf.data they cost ~10 ms an image at 299 px on a CPU core, mostly TF's bilinear
 warp (ImageProjectiveTransformV3) and the colour ops: more than reading, decoding and cropping the stored JPEG.
 Here the random-resized crop's resize, the flip, the rotation and the zoom are one `cv2.warpAffine` from the
-decoded crop window straight to the model's size, and brightness then contrast one per-channel lookup table
-(BUILD-notes.md has the timings).
+decoded crop window straight to the model's size, and brightness, contrast and the backbone's input scaling one
+per-channel lookup table from uint8 to float32 (BUILD-notes.md has the timings). Every scaling in the backbone
+table is per-channel affine, so the table holds it exactly; the images come out ready for the model.
 
 The transforms are Keras': the same draws (RandomGeometry's flip coins, angle and zoom, RandomBrightness' delta,
 RandomContrast's factor, at the magnitudes of pipelines.augmentation.magnitudes), about the same centre, with
 the same reflected border, in the same order. The pixels differ only by resampling once instead of twice and by
-rounding to uint8 between warp and colour table (tests/test_pipelines_cpu_augmentation.py bounds it). The draws
+rounding the warp to uint8 (tests/test_pipelines_cpu_augmentation.py bounds it). The draws
 come from TF's stateless RNG, seeded per element, so a deterministic run repeats exactly.
 
 The Python function inside tf.data has one hazard: an iterator still alive when the interpreter finalises
@@ -28,7 +29,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from pipelines import augmentation, images
+from pipelines import augmentation, backbones, images
 
 NUM_DRAWS = 6  # sign_x, sign_y, angle (radians), zoom (above 1 zooms out), brightness delta (0..255), contrast
 
@@ -40,10 +41,11 @@ def is_active(name: str, strength: float) -> bool:
             or augmentation.crop_min_area(name, strength) < 1.0)
 
 
-def augment(jpeg, size: int, seed, name: str, strength: float):
-    """A training view of the stored JPEG: random-resized crop, flip, rotation, zoom, brightness, contrast.
+def augment(jpeg, size: int, seed, name: str, strength: float, backbone: backbones.Backbone):
+    """A training view of the stored JPEG: random-resized crop, flip, rotation, zoom, brightness, contrast, then
+    the backbone's input scaling.
 
-    Returns a uint8 (size, size, 3) tensor; seed is a stateless RNG seed (shape (2,)) for this element.
+    Returns a float32 (size, size, 3) tensor; seed is a stateless RNG seed (shape (2,)) for this element.
     """
     cv2.setNumThreads(1)  # tf.data already runs one transform per core; OpenCV's own pool would oversubscribe
     _register_exit_hook()
@@ -51,8 +53,8 @@ def augment(jpeg, size: int, seed, name: str, strength: float):
     crop = images.random_crop_window(jpeg, seed, min_area) if min_area < 1.0 else images.center_window(jpeg)
     crop = tf.cond(images.shrinks_much(crop, size), lambda: images.resize_square(crop, size), lambda: crop)
     parameters = draw(tf.random.experimental.stateless_fold_in(seed, 1), augmentation.magnitudes(name, strength))
-    image = tf.numpy_function(functools.partial(transform, size=size), [crop, parameters], tf.uint8,
-                              stateful=False)
+    image = tf.numpy_function(functools.partial(transform, size=size),
+                              [crop, parameters, channel_scaling(backbone)], tf.float32, stateful=False)
     image.set_shape([size, size, 3])
     return image
 
@@ -75,15 +77,24 @@ def draw(seed, size: augmentation.Magnitudes):
                      symmetric(4, size.brightness * (high - low)), 1.0 + symmetric(5, size.contrast)])
 
 
-def transform(crop: np.ndarray, parameters: np.ndarray, size: int) -> np.ndarray:
-    """The crop resized to size x size, flipped, rotated and zoomed in one warp, then brightness and contrast."""
+def channel_scaling(backbone: backbones.Backbone):
+    """(2, 3) float32: the backbone's input scaling as slope and offset per channel (it is affine, see
+    tests/test_pipelines_cpu_augmentation.py)."""
+    low, high = augmentation.VALUE_RANGE
+    offset, top = tf.unstack(backbone.preprocess(tf.constant([[low] * 3, [high] * 3])))
+    slope = (top - offset) / (high - low)
+    return tf.stack([slope, offset - low * slope])
+
+
+def transform(crop: np.ndarray, parameters: np.ndarray, scaling: np.ndarray, size: int) -> np.ndarray:
+    """The uint8 crop resized to size x size, flipped, rotated and zoomed in one warp; then brightness, contrast
+    and the (2, 3) per-channel scaling (slope, offset) in one lookup table to float32."""
     sign_x, sign_y, angle, zoom, delta, factor = (float(value) for value in parameters)
     matrix = warp_matrix(crop.shape[0], crop.shape[1], size, sign_x, sign_y, angle, zoom)
     warped = cv2.warpAffine(crop, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_REFLECT)
-    if delta == 0.0 and factor == 1.0:
-        return warped
-    return cv2.LUT(warped, colour_table(warped, delta, factor))
+    table = colour_levels(warped, delta, factor) * scaling[0] + scaling[1]
+    return cv2.LUT(warped, table.astype(np.float32)[:, None, :])
 
 
 def warp_matrix(height: int, width: int, size: int, sign_x: float, sign_y: float, angle: float,
@@ -102,16 +113,17 @@ def warp_matrix(height: int, width: int, size: int, sign_x: float, sign_y: float
     return np.hstack([scale[:, None] * linear, (scale * offset - 0.5)[:, None]]).astype(np.float32)
 
 
-def colour_table(image: np.ndarray, delta: float, factor: float) -> np.ndarray:
-    """A (256, 1, 3) uint8 table for cv2.LUT: per channel, RandomBrightness' clip(v + delta) and then
+def colour_levels(image: np.ndarray, delta: float, factor: float) -> np.ndarray:
+    """(256, 3): what each uint8 level of each channel becomes, RandomBrightness' clip(v + delta) and then
     RandomContrast's clip((v - mean) * factor + mean), the mean taken over the brightened image."""
     low, high = augmentation.VALUE_RANGE
     brightened = np.clip(np.arange(256.0) + delta, low, high)
+    if factor == 1.0:
+        return np.repeat(brightened[:, None], 3, axis=1)
     counts = np.stack([cv2.calcHist([image], [channel], None, [256], [0, 256]).ravel() for channel in range(3)],
                       axis=1)
     means = brightened @ counts / counts.sum(axis=0)
-    table = np.clip((brightened[:, None] - means) * factor + means, low, high)
-    return np.round(table).astype(np.uint8)[:, None, :]
+    return np.clip((brightened[:, None] - means) * factor + means, low, high)
 
 
 @functools.cache

@@ -2,10 +2,11 @@
 
 Training, per input pipeline: shuffled files (TFDS, seeded) -> targeted oversampling -> example shuffle ->
 repeat -> class-balanced resampling -> parallel decode with a random-resized crop and, unless augmentation is
-on the device, the rest of the recipe (pipelines.cpu_augmentation; stateless, seeded per element) -> batch
-(drop_remainder: every replica gets a full batch) -> MixUp/CutMix -> backbone scaling (unless on device) ->
-prefetch. Training datasets are infinite: the trainer passes `steps_per_epoch`. So on the CPU each image is
-augmented before it is mixed (as timm does); on the device the model augments the mixed batch.
+on the device, the rest of the recipe and the backbone scaling (pipelines.cpu_augmentation; stateless, seeded
+per element) -> batch (drop_remainder: every replica gets a full batch) -> MixUp/CutMix (linear, so it commutes
+with the scaling) -> backbone scaling (unless done or on device) -> prefetch. Training datasets are infinite:
+the trainer passes `steps_per_epoch`. So on the CPU each image is augmented before it is mixed (as timm does);
+on the device the model augments the mixed batch.
 
 Evaluation: files in order (always deterministic) -> decode of the central square -> cache (when it fits in
 EVAL_CACHE_BYTES) -> batch without dropping the remainder -> scaling -> prefetch. Finite, so every example
@@ -98,13 +99,13 @@ def _training_examples(cfg: InputConfig, split: str, examples: tf.data.Dataset, 
     examples = balancing.resample(examples, _family, _epoch_counts(cfg, split), cfg.sampling_temperature,
                                   cfg.seed)
     min_area = augmentation.crop_min_area(cfg.augment, cfg.augment_strength)
-    on_cpu = not cfg.augment_on_device and cpu_augmentation.is_active(cfg.augment, cfg.augment_strength)
+    backbone = backbones.get_backbone(cfg.backbone)
 
     def decode(index, example):
         element_seed = tf.random.experimental.stateless_fold_in(seed, index)
-        if on_cpu:
+        if _augments_on_cpu(cfg, training=True):
             image = cpu_augmentation.augment(example["image"], cfg.image_size, element_seed, cfg.augment,
-                                             cfg.augment_strength)
+                                             cfg.augment_strength, backbone)
         elif min_area < 1.0:
             image = images.decode_random_crop(example["image"], cfg.image_size, element_seed, min_area)
         else:
@@ -112,6 +113,11 @@ def _training_examples(cfg: InputConfig, split: str, examples: tf.data.Dataset, 
         return {**example, "image": image}
 
     return examples.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _augments_on_cpu(cfg: InputConfig, training: bool) -> bool:
+    """True when decoding applies the augmentation recipe and the backbone scaling (pipelines.cpu_augmentation)."""
+    return training and not cfg.augment_on_device and cpu_augmentation.is_active(cfg.augment, cfg.augment_strength)
 
 
 def _evaluation_examples(cfg: InputConfig, builder, split: str, examples: tf.data.Dataset,
@@ -130,6 +136,7 @@ class _ModelInputs:
     def __init__(self, cfg: InputConfig, builder, split: str, training: bool, with_file_names: bool,
                  pipeline_id: int):
         self.cfg, self.training, self.with_file_names = cfg, training, with_file_names
+        self.scales = not cfg.augment_on_device and not _augments_on_cpu(cfg, training)
         self.num_families = builder.info.features["family"].num_classes
         self.num_phyla = builder.info.features["phylum"].num_classes
         self.seed = tf.constant([cfg.seed + 1, pipeline_id], tf.int64)
@@ -153,7 +160,7 @@ class _ModelInputs:
             targets = {"labels": labels} if weights is None else {"labels": labels, "weights": weights}
             pixels, targets = mixing.mix_batch(pixels, targets, batch_seed, cfg.mixup_alpha, cfg.cutmix_alpha)
             labels, weights = targets["labels"], targets.get("weights")
-        if not cfg.augment_on_device:
+        if self.scales:
             pixels = self.backbone.preprocess(pixels)
         labels = labels if cfg.aux_phylum else labels["family"]
         if self.with_file_names:

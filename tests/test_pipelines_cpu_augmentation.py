@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import augmentation, cpu_augmentation
+from pipelines import augmentation, backbones, cpu_augmentation
 
 SIZE = 48
+UNSCALED = np.array([[1.0] * 3, [0.0] * 3], np.float32)  # slope, offset: 0..255 out
+INCEPTION = backbones.get_backbone("inceptionv3")
 
 
 def _smooth(height: int, width: int) -> np.ndarray:
@@ -47,15 +49,15 @@ PARAMETERS = [(-1.0, 1.0, 0.0, 1.0, 0.0, 1.0), (1.0, -1.0, 0.0, 1.0, 0.0, 1.0),
                                                         "brighter", "darker_flatter", "all"])
 def test_at_the_model_size_it_equals_the_keras_layers(parameters):
     image = _smooth(SIZE, SIZE)
-    ours = cpu_augmentation.transform(image, np.array(parameters, np.float32), SIZE).astype(np.float32)
+    ours = cpu_augmentation.transform(image, np.array(parameters, np.float32), UNSCALED, SIZE)
     difference = np.abs(ours - _keras_reference(image, parameters))
-    assert difference.max() <= 1.5  # rounding to uint8 before and after the colour table; OpenCV's 1/32-px grid
+    assert difference.max() <= 1.0  # the warp rounds to uint8 on OpenCV's 1/32-pixel grid
 
 
 def test_flips_without_resizing_mirror_exactly():
     image = _smooth(SIZE, SIZE)
-    mirrored = cpu_augmentation.transform(image, np.array(PARAMETERS[0], np.float32), SIZE)
-    upside_down = cpu_augmentation.transform(image, np.array(PARAMETERS[1], np.float32), SIZE)
+    mirrored = cpu_augmentation.transform(image, np.array(PARAMETERS[0], np.float32), UNSCALED, SIZE)
+    upside_down = cpu_augmentation.transform(image, np.array(PARAMETERS[1], np.float32), UNSCALED, SIZE)
     np.testing.assert_array_equal(mirrored, image[:, ::-1])
     np.testing.assert_array_equal(upside_down, image[::-1])
 
@@ -75,7 +77,7 @@ def test_crop_resize_and_geometry_in_one_warp_sample_the_right_places(parameters
     rows, columns = np.mgrid[0:height, 0:width]
     crop = np.repeat(np.round(pattern((columns + 0.5) / width, (rows + 0.5) / height))[..., None], 3, axis=2)
     plain = np.array(parameters[:4] + (0.0, 1.0), np.float32)
-    ours = cpu_augmentation.transform(crop.astype(np.uint8), plain, SIZE)[..., 0].astype(np.float32)
+    ours = cpu_augmentation.transform(crop.astype(np.uint8), plain, UNSCALED, SIZE)[..., 0]
     centre = (SIZE - 1) / 2.0
     out_y, out_x = np.mgrid[0:SIZE, 0:SIZE] - centre
     cos, sin = math.cos(angle) * zoom, math.sin(angle) * zoom
@@ -85,6 +87,20 @@ def test_crop_resize_and_geometry_in_one_warp_sample_the_right_places(parameters
     exact = pattern((q_x + 0.5) / SIZE, (q_y + 0.5) / SIZE)
     assert inside.mean() > 0.7
     assert np.abs(ours - exact)[inside].max() <= 1.5
+
+
+@pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
+def test_the_lookup_table_applies_each_backbone_scaling(name):
+    """Every scaling in the table is per-channel affine (else one lookup table could not hold it) and comes out
+    as the backbone's own preprocess of the unscaled view."""
+    backbone = backbones.get_backbone(name)
+    scaling = cpu_augmentation.channel_scaling(backbone).numpy()
+    levels = np.random.default_rng(1).uniform(0, 255, (50, 3)).astype(np.float32)
+    np.testing.assert_allclose(levels * scaling[0] + scaling[1], backbone.preprocess(levels), rtol=1e-5, atol=1e-5)
+    image, parameters = _smooth(SIZE, SIZE), np.array(PARAMETERS[-1], np.float32)
+    unscaled = cpu_augmentation.transform(image, parameters, UNSCALED, SIZE)
+    np.testing.assert_allclose(cpu_augmentation.transform(image, parameters, scaling, SIZE),
+                               backbone.preprocess(unscaled), rtol=1e-5, atol=1e-5)
 
 
 def test_draws_follow_the_recipe_magnitudes():
@@ -115,20 +131,23 @@ def test_same_seed_same_view_other_seed_other_view():
     jpeg = tf.io.encode_jpeg(_smooth(90, 120))
 
     def view(seed):
-        return cpu_augmentation.augment(jpeg, SIZE, tf.constant([seed, 1], tf.int64), "recipe", 1.0).numpy()
+        return cpu_augmentation.augment(jpeg, SIZE, tf.constant([seed, 1], tf.int64), "recipe", 1.0,
+                                        INCEPTION).numpy()
 
     first = view(3)
-    assert first.shape == (SIZE, SIZE, 3) and first.dtype == np.uint8
+    assert first.shape == (SIZE, SIZE, 3) and first.dtype == np.float32
+    assert -1.0 <= first.min() and first.max() <= 1.0 and first.max() - first.min() > 0.2
     np.testing.assert_array_equal(first, view(3))
     assert not np.array_equal(first, view(4))
 
 
 EXIT_SCRIPT = textwrap.dedent("""
     import tensorflow as tf
-    from pipelines import cpu_augmentation
+    from pipelines import backbones, cpu_augmentation
     jpeg = tf.io.encode_jpeg(tf.fill([60, 80, 3], tf.constant(90, tf.uint8)))
     views = tf.data.Dataset.from_tensors(jpeg).repeat().enumerate().map(
-        lambda index, jpeg: cpu_augmentation.augment(jpeg, 32, tf.stack([index, 0]), "recipe", 1.0),
+        lambda index, jpeg: cpu_augmentation.augment(jpeg, 32, tf.stack([index, 0]), "recipe", 1.0,
+                                                    backbones.get_backbone("inceptionv3")),
         num_parallel_calls=tf.data.AUTOTUNE).batch(8).prefetch(tf.data.AUTOTUNE)
     iterator = iter(views)  # alive when the interpreter finalises
     for _ in range(20):

@@ -40,11 +40,13 @@ def _nearest_family(images):
 def test_shapes_dtypes_and_scaling_per_backbone(cfg, backbone, low, high):
     cfg = dataclasses.replace(cfg, backbone=backbone)
     raw = dataclasses.replace(cfg, augment_on_device=True)
-    for training in (True, False):
-        images, labels = _batches(cfg, "validation", training, count=1)[0]
+    augmented = dataclasses.replace(cfg, augment="recipe")  # scaled by pipelines.cpu_augmentation's table
+    for config, training in ((cfg, True), (cfg, False), (augmented, True)):
+        images, labels = _batches(config, "validation", training, count=1)[0]
         assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == np.float32
         assert labels.shape == (4,) and labels.dtype == np.int32
         assert low - 1e-4 <= images.min() and images.max() <= high + 1e-4
+        assert images.max() - images.min() > (high - low) / 10
     scaled = np.concatenate([images for images, _ in _batches(cfg, "validation", False)])
     unscaled = np.concatenate([images for images, _ in _batches(raw, "validation", False)])
     np.testing.assert_allclose(scaled, backbones.get_backbone(backbone).preprocess(unscaled).numpy(), atol=1e-5)
