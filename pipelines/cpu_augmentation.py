@@ -1,23 +1,24 @@
-"""The augmentation recipe on the CPU: one image at a time inside tf.data, resampled once, with OpenCV.
+"""The augmentation recipe on the CPU, inside tf.data: each image resampled once, with OpenCV.
 
-Keras' layers (pipelines.augmentation) are the reference and run at the front of the model when augmentation is
-on the accelerator. Run inside tf.data they cost ~10 ms an image at 299 px on a CPU core, mostly TF's bilinear
-warp (ImageProjectiveTransformV3) and the colour ops: more than reading, decoding and cropping the stored JPEG.
-Here the random-resized crop's resize, the flip, the rotation and the zoom are one `cv2.warpAffine` from the
-decoded crop window straight to the model's size, and brightness, contrast and the backbone's input scaling one
-per-channel lookup table from uint8 to float32 (BUILD-notes.md has the timings). Every scaling in the backbone
-table is per-channel affine, so the table holds it exactly; the images come out ready for the model.
+Keras' layers (pipelines.augmentation) are the reference and run at the front of the model when augmentation is on
+the accelerator. Run inside tf.data they cost ~10 ms an image at 299 px on a CPU core, mostly TF's bilinear warp
+(ImageProjectiveTransformV3) and the colour ops: more than reading, decoding and cropping the stored JPEG. Here
+TensorFlow decodes the random crop window and draws the parameters per example; then, per batch, one Python call
+makes every view: the crop's resize, the flip, the rotation and the zoom are one `cv2.warpAffine` from the decoded
+crop window straight to the model's size, and brightness, contrast and the backbone's input scaling one per-channel
+lookup table from uint8 to float32 (BUILD-notes.md has the timings). Every scaling in the backbone table is
+per-channel affine, so the table holds it exactly; the images come out ready for the model.
 
 The transforms are Keras': the same draws (RandomGeometry's flip coins, angle and zoom, RandomBrightness' delta,
-RandomContrast's factor, at the magnitudes of pipelines.augmentation.magnitudes), about the same centre, with
-the same reflected border, in the same order. The pixels differ only by resampling once instead of twice and by
-rounding the warp to uint8 (tests/test_pipelines_cpu_augmentation.py bounds it). The draws
-come from TF's stateless RNG, seeded per element, so a deterministic run repeats exactly.
+RandomContrast's factor, at the magnitudes of pipelines.augmentation.magnitudes), about the same centre, with the
+same reflected border, in the same order. The pixels differ only by resampling once instead of twice and by
+rounding the warp to uint8 (tests/test_pipelines_cpu_augmentation.py bounds it). The draws come from TF's stateless
+RNG, seeded per element, so a deterministic run repeats exactly.
 
-The Python function inside tf.data has one hazard: an iterator still alive when the interpreter finalises
-(a module-level `it = iter(dataset)` in a script) hangs or aborts the exit, because its threads wait for the
-GIL (tensorflow/tensorflow#21277). So the first dataset built here registers an exit hook that releases live
-tf.data iterators while Python still runs; Keras' fit, evaluate and predict release theirs themselves.
+The Python function inside tf.data has one hazard: an iterator still alive when the interpreter finalises (a
+module-level `it = iter(dataset)` in a script) hangs or aborts the exit, because its threads wait for the GIL
+(tensorflow/tensorflow#21277). So the first dataset built here registers an exit hook that releases live tf.data
+iterators while Python still runs; Keras' fit, evaluate and predict release theirs themselves.
 """
 
 import atexit
@@ -42,8 +43,8 @@ def is_active(name: str, strength: float) -> bool:
 
 
 def augment(jpeg, size: int, seed, name: str, strength: float, backbone: backbones.Backbone):
-    """A training view of the stored JPEG: random-resized crop, flip, rotation, zoom, brightness, contrast, then
-    the backbone's input scaling.
+    """A training view of the stored JPEG, ready for the backbone: random-resized crop, flip, rotation, zoom,
+    brightness, contrast, then the backbone's input scaling.
 
     Returns a float32 (size, size, 3) tensor; seed is a stateless RNG seed (shape (2,)) for this element.
     """
@@ -51,10 +52,9 @@ def augment(jpeg, size: int, seed, name: str, strength: float, backbone: backbon
     _register_exit_hook()
     min_area = augmentation.crop_min_area(name, strength)
     crop = images.random_crop_window(jpeg, seed, min_area) if min_area < 1.0 else images.center_window(jpeg)
-    crop = tf.cond(images.shrinks_much(crop, size), lambda: images.resize_square(crop, size), lambda: crop)
     parameters = draw(tf.random.experimental.stateless_fold_in(seed, 1), augmentation.magnitudes(name, strength))
-    image = tf.numpy_function(functools.partial(transform, size=size),
-                              [crop, parameters, channel_scaling(backbone)], tf.float32, stateful=False)
+    image = tf.numpy_function(functools.partial(transform, scaling=channel_scaling(backbone), size=size),
+                              [crop, parameters], tf.float32, stateful=False)
     image.set_shape([size, size, 3])
     return image
 
@@ -77,19 +77,26 @@ def draw(seed, size: augmentation.Magnitudes):
                      symmetric(4, size.brightness * (high - low)), 1.0 + symmetric(5, size.contrast)])
 
 
-def channel_scaling(backbone: backbones.Backbone):
-    """(2, 3) float32: the backbone's input scaling as slope and offset per channel (it is affine, see
-    tests/test_pipelines_cpu_augmentation.py)."""
+def channel_scaling(backbone: backbones.Backbone) -> np.ndarray:
+    """(2, 3): the backbone's input scaling as slope and offset per channel (it is affine, see
+    tests/test_pipelines_cpu_augmentation.py). Computed eagerly, also while a dataset function is traced."""
     low, high = augmentation.VALUE_RANGE
-    offset, top = tf.unstack(backbone.preprocess(tf.constant([[low] * 3, [high] * 3])))
+    with tf.init_scope():
+        offset, top = backbone.preprocess(tf.constant([[low] * 3, [high] * 3])).numpy().astype(np.float64)
     slope = (top - offset) / (high - low)
-    return tf.stack([slope, offset - low * slope])
+    return np.stack([slope, offset - low * slope])
 
 
 def transform(crop: np.ndarray, parameters: np.ndarray, scaling: np.ndarray, size: int) -> np.ndarray:
     """The uint8 crop resized to size x size, flipped, rotated and zoomed in one warp; then brightness, contrast
-    and the (2, 3) per-channel scaling (slope, offset) in one lookup table to float32."""
+    and the (2, 3) per-channel scaling (slope, offset) in one lookup table to float32.
+
+    A crop that would shrink by more than images.MAX_PLAIN_SHRINK is first area-averaged to size x size (the
+    bilinear warp alone would alias it), as pipelines.images does with its antialiased resize.
+    """
     sign_x, sign_y, angle, zoom, delta, factor = (float(value) for value in parameters)
+    if max(crop.shape[:2]) > size * images.MAX_PLAIN_SHRINK:
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     matrix = warp_matrix(crop.shape[0], crop.shape[1], size, sign_x, sign_y, angle, zoom)
     warped = cv2.warpAffine(crop, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_REFLECT)

@@ -26,7 +26,8 @@ def decode_center(jpeg, size: int):
 def decode_random_crop(jpeg, size: int, seed, min_area: float):
     """An Inception-style random-resized crop: area fraction in [min_area, 1], aspect ratio 3:4..4:3."""
     crop = random_crop_window(jpeg, seed, min_area)
-    return tf.cond(shrinks_much(crop, size), lambda: resize_square(crop, size),
+    shrinks_much = tf.cast(tf.reduce_max(tf.shape(crop)[:2]), tf.float32) > size * MAX_PLAIN_SHRINK
+    return tf.cond(shrinks_much, lambda: resize_square(crop, size),
                    lambda: _to_uint8(tf.image.resize(crop, [size, size], method="bilinear")))
 
 
@@ -48,12 +49,6 @@ def random_crop_window(jpeg, seed, min_area: float):
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
     return tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
-
-
-def shrinks_much(crop, size: int):
-    """True when resizing the crop to size x size shrinks it by more than MAX_PLAIN_SHRINK (it then needs the
-    antialiased resize)."""
-    return tf.cast(tf.reduce_max(tf.shape(crop)[:2]), tf.float32) > size * MAX_PLAIN_SHRINK
 
 
 def resize_square(image, size: int):

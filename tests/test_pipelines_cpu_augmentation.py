@@ -62,14 +62,15 @@ def test_flips_without_resizing_mirror_exactly():
     np.testing.assert_array_equal(upside_down, image[::-1])
 
 
+@pytest.mark.parametrize("height, width", [(70, 95), (150, 200)], ids=["warp_resizes", "area_first"])
 @pytest.mark.parametrize("parameters", PARAMETERS[2:5] + PARAMETERS[-1:], ids=["rotate", "zoom_in", "zoom_out",
                                                                               "all"])
-def test_crop_resize_and_geometry_in_one_warp_sample_the_right_places(parameters):
-    """A crop of another size and aspect, resampled straight to SIZE, against the exact transform of a smooth
-    pattern: output p shows the pattern at q = c + A (p - c) of the SIZE x SIZE square (the Keras layers' map),
-    in coordinates normalised to the crop's extent, so the crop's own size cannot hide an error."""
+def test_crop_resize_and_geometry_sample_the_right_places(parameters, height, width):
+    """A crop of another size and aspect, resampled to SIZE (in the warp, or area-averaged first when it shrinks
+    more than 1.5x), against the exact transform of a smooth pattern: output p shows the pattern at
+    q = c + A (p - c) of the SIZE x SIZE square (the Keras layers' map), in coordinates normalised to the crop's
+    extent, so the crop's own size cannot hide an error."""
     sign_x, sign_y, angle, zoom, _, _ = parameters
-    height, width = 70, 95
 
     def pattern(u, v):  # u, v in [0, 1] across the crop's width and height
         return 127.5 + 60.0 * np.sin(2.0 * u + 1.0) * np.cos(3.0 * v) + 40.0 * u * v
@@ -94,7 +95,7 @@ def test_the_lookup_table_applies_each_backbone_scaling(name):
     """Every scaling in the table is per-channel affine (else one lookup table could not hold it) and comes out
     as the backbone's own preprocess of the unscaled view."""
     backbone = backbones.get_backbone(name)
-    scaling = cpu_augmentation.channel_scaling(backbone).numpy()
+    scaling = cpu_augmentation.channel_scaling(backbone)
     levels = np.random.default_rng(1).uniform(0, 255, (50, 3)).astype(np.float32)
     np.testing.assert_allclose(levels * scaling[0] + scaling[1], backbone.preprocess(levels), rtol=1e-5, atol=1e-5)
     image, parameters = _smooth(SIZE, SIZE), np.array(PARAMETERS[-1], np.float32)

@@ -52,8 +52,9 @@ class Config:
     augment: str = _field("none", "Training augmentation recipe (pipelines/augmentation.py).",
                           tuple(augmentation.RECIPES))
     augment_strength: float = _field(1.0, "Scales every augmentation magnitude (1 = the recipe as named).")
-    augment_on_device: bool = _field(False, "Run the augmentation layers at the front of the model (on the "
-                                            "accelerator) instead of in tf.data on the CPU.")
+    augment_on_device: bool = _field(False, "Run the augmentation as Keras layers at the front of the model "
+                                            "(on the accelerator) instead of in tf.data on the CPU (OpenCV, "
+                                            "pipelines/cpu_augmentation.py; same transforms).")
     mixup_alpha: float = _field(0.0, "MixUp Beta(alpha, alpha) (0 = off); always in tf.data.")
     cutmix_alpha: float = _field(0.0, "CutMix Beta(alpha, alpha) (0 = off); always in tf.data.")
 
