@@ -138,8 +138,8 @@ def _register_exit_hook() -> None:
     atexit.register(release_iterators)
 
 
-def release_iterators() -> int:
-    """Drops the resource of every live tf.data iterator (they are unusable afterwards); returns how many.
+def release_iterators() -> None:
+    """Drops the resource of every live tf.data iterator (they are unusable afterwards).
 
     Dropping it is what deleting the iterator does; done at exit, before finalisation, so its threads can
     still take the GIL to finish a call in flight.
@@ -148,4 +148,3 @@ def release_iterators() -> int:
             "_iterator_resource" in vars(obj)]
     for iterator in live:
         del iterator._iterator_resource
-    return len(live)

@@ -161,6 +161,10 @@ def test_a_script_with_a_live_iterator_exits_cleanly():
     """Without the exit hook about half of these runs hang or abort (tensorflow/tensorflow#21277)."""
     runs = [subprocess.Popen([sys.executable, "-c", EXIT_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True) for _ in range(3)]
-    for run in runs:
-        out, err = run.communicate(timeout=120)
-        assert (run.returncode, out.strip()) == (0, "read"), err[-2000:]
+    try:
+        for run in runs:
+            out, err = run.communicate(timeout=120)
+            assert (run.returncode, out.strip()) == (0, "read"), err[-2000:]
+    finally:
+        for run in runs:
+            run.kill()  # a hung one must not outlive the test
