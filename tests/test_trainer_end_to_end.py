@@ -51,7 +51,7 @@ def test_metrics_are_in_range_and_the_model_learns(trained):
     _, results, reported = trained
     for split in ("validation", "test"):
         for name in ("accuracy", "top5_accuracy", "auc", "macro_f1"):
-            assert 0.0 <= results[split][name] <= 1.0
+            assert 0.0 <= results[split][name] <= 1.0 + 1e-6  # Keras' AUC sums in float32: 1 + 2**-23 happens
     assert results["best_val_macro_f1"] > 0.6  # 3 or 4 families: chance is about 0.3
     assert results["validation"]["macro_f1"] == pytest.approx(results["best_val_macro_f1"], abs=1e-6)
     assert [epoch for epoch, _ in reported] == list(range(1, 10))
