@@ -99,11 +99,11 @@ def _training_examples(cfg: InputConfig, split: str, examples: tf.data.Dataset, 
     examples = balancing.resample(examples, _family, _epoch_counts(cfg, split), cfg.sampling_temperature,
                                   cfg.seed)
     min_area = augmentation.crop_min_area(cfg.augment, cfg.augment_strength)
-    backbone = backbones.get_backbone(cfg.backbone)
+    on_cpu, backbone = _augments_on_cpu(cfg, training=True), backbones.get_backbone(cfg.backbone)
 
     def decode(index, example):
         element_seed = tf.random.experimental.stateless_fold_in(seed, index)
-        if _augments_on_cpu(cfg, training=True):
+        if on_cpu:
             image = cpu_augmentation.augment(example["image"], cfg.image_size, element_seed, cfg.augment,
                                              cfg.augment_strength, backbone)
         elif min_area < 1.0:
