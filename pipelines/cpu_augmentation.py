@@ -3,8 +3,8 @@
 Keras' layers (pipelines.augmentation) are the reference and run at the front of the model when augmentation is on
 the accelerator. Run inside tf.data they cost ~10 ms an image at 299 px on a CPU core, mostly TF's bilinear warp
 (ImageProjectiveTransformV3) and the colour ops: more than reading, decoding and cropping the stored JPEG. Here
-TensorFlow decodes the random crop window and draws the parameters per example; then, per batch, one Python call
-makes every view: the crop's resize, the flip, the rotation and the zoom are one `cv2.warpAffine` from the decoded
+TensorFlow decodes the random crop window and draws the parameters per example; then one Python call per example
+makes its view: the crop's resize, the flip, the rotation and the zoom are one `cv2.warpAffine` from the decoded
 crop window straight to the model's size, and brightness, contrast and the backbone's input scaling one per-channel
 lookup table from uint8 to float32 (BUILD-notes.md has the timings). Every scaling in the backbone table is
 per-channel affine, so the table holds it exactly; the images come out ready for the model.
@@ -91,15 +91,23 @@ def transform(crop: np.ndarray, parameters: np.ndarray, scaling: np.ndarray, siz
     """The uint8 crop resized to size x size, flipped, rotated and zoomed in one warp; then brightness, contrast
     and the (2, 3) per-channel scaling (slope, offset) in one lookup table to float32.
 
-    A crop that would shrink by more than images.MAX_PLAIN_SHRINK is first area-averaged to size x size (the
-    bilinear warp alone would alias it), as pipelines.images does with its antialiased resize.
+    A crop that would shrink by more than images.MAX_PLAIN_SHRINK (the bilinear warp alone would alias it) is
+    first box-averaged by the smallest whole factor that leaves the warp at most that shrink, as Pillow's
+    `reducing_gap` does: a whole factor takes OpenCV's fast area path, ~4x cheaper than area-resizing straight
+    to the model's size.
     """
     sign_x, sign_y, angle, zoom, delta, factor = (float(value) for value in parameters)
-    if max(crop.shape[:2]) > size * images.MAX_PLAIN_SHRINK:
-        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     matrix = warp_matrix(crop.shape[0], crop.shape[1], size, sign_x, sign_y, angle, zoom)
-    warped = cv2.warpAffine(crop, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    # OpenCV's bilinear warp is vectorised for 4 channels, not 3: padding to RGBA gives the same RGB values
+    # ~1.7x faster, for two ~10-us conversions.
+    source = cv2.cvtColor(crop, cv2.COLOR_RGB2RGBA)
+    reduction = math.ceil(max(crop.shape[:2]) / size / images.MAX_PLAIN_SHRINK)
+    if reduction > 1:
+        source = cv2.resize(source, None, fx=1.0 / reduction, fy=1.0 / reduction, interpolation=cv2.INTER_AREA)
+        matrix = reduced_matrix(matrix, reduction)
+    warped = cv2.warpAffine(source, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_REFLECT)
+    warped = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
     table = colour_levels(warped, delta, factor) * scaling[0] + scaling[1]
     return cv2.LUT(warped, table.astype(np.float32)[:, None, :])
 
@@ -120,6 +128,14 @@ def warp_matrix(height: int, width: int, size: int, sign_x: float, sign_y: float
     return np.hstack([scale[:, None] * linear, (scale * offset - 0.5)[:, None]]).astype(np.float32)
 
 
+def reduced_matrix(matrix: np.ndarray, reduction: int) -> np.ndarray:
+    """The warp matrix for the crop box-averaged by `reduction`: its pixel r averages crop pixels
+    r k .. r k + k - 1, so crop position x is (x + 0.5) / k - 0.5 there."""
+    reduced = matrix / np.float32(reduction)
+    reduced[:, 2] += 0.5 / reduction - 0.5
+    return reduced
+
+
 def colour_levels(image: np.ndarray, delta: float, factor: float) -> np.ndarray:
     """(256, 3): what each uint8 level of each channel becomes, RandomBrightness' clip(v + delta) and then
     RandomContrast's clip((v - mean) * factor + mean), the mean taken over the brightened image."""
@@ -127,10 +143,26 @@ def colour_levels(image: np.ndarray, delta: float, factor: float) -> np.ndarray:
     brightened = np.clip(np.arange(256.0) + delta, low, high)
     if factor == 1.0:
         return np.repeat(brightened[:, None], 3, axis=1)
-    counts = np.stack([cv2.calcHist([image], [channel], None, [256], [0, 256]).ravel() for channel in range(3)],
-                      axis=1)
-    means = brightened @ counts / counts.sum(axis=0)
+    means = brightened_means(image, delta)
     return np.clip((brightened[:, None] - means) * factor + means, low, high)
+
+
+def brightened_means(image: np.ndarray, delta: float) -> np.ndarray:
+    """(3,): the channel means of clip(image + delta, 0, 255), from four vectorised passes instead of a histogram
+    per channel (~4x faster).
+
+    For delta >= 0 only the top clips: mean(min(v + delta, 255)) = mean(v) + delta - mean(max(v - t, 0)) with
+    t = 255 - delta = k + f (k whole, 0 <= f < 1), and for whole v, max(v - t, 0) = max(v - k, 0) - f [v > k]:
+    a saturating subtraction and a threshold. For delta < 0 the same holds for 255 - v and -delta.
+    """
+    delta = min(delta, 255.0)  # beyond, every level clips to 255 anyway
+    if delta < 0:
+        return 255.0 - brightened_means(cv2.bitwise_not(image), -delta)
+    whole = math.floor(255.0 - delta)
+    fraction = 255.0 - delta - whole
+    above = cv2.mean(cv2.subtract(image, (whole,) * 4))[:3]
+    share_above = cv2.mean(cv2.threshold(image, whole, 1, cv2.THRESH_BINARY)[1])[:3]
+    return np.array(cv2.mean(image)[:3]) + delta - (np.array(above) - fraction * np.array(share_above))
 
 
 @functools.cache

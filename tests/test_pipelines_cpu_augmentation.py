@@ -62,7 +62,8 @@ def test_flips_without_resizing_mirror_exactly():
     np.testing.assert_array_equal(upside_down, image[::-1])
 
 
-@pytest.mark.parametrize("height, width", [(70, 95), (150, 200)], ids=["warp_resizes", "area_first"])
+@pytest.mark.parametrize("height, width", [(70, 95), (150, 200), (300, 410)],
+                         ids=["warp_resizes", "reduced_3x_first", "reduced_6x_first"])
 @pytest.mark.parametrize("parameters", PARAMETERS[2:5] + PARAMETERS[-1:], ids=["rotate", "zoom_in", "zoom_out",
                                                                               "all"])
 def test_crop_resize_and_geometry_sample_the_right_places(parameters, height, width):
@@ -88,6 +89,22 @@ def test_crop_resize_and_geometry_sample_the_right_places(parameters, height, wi
     exact = pattern((q_x + 0.5) / SIZE, (q_y + 0.5) / SIZE)
     assert inside.mean() > 0.7
     assert np.abs(ours - exact)[inside].max() <= 1.5
+
+
+def test_a_crop_shrinking_much_is_averaged_not_aliased():
+    """One-pixel stripes shrunk ~8x come out an even grey; sampling them with the warp alone would not."""
+    stripes = np.zeros((300, 410, 3), np.uint8)
+    stripes[:, ::2] = 255
+    view = cpu_augmentation.transform(stripes, np.array(PARAMETERS[2], np.float32), UNSCALED, SIZE)
+    assert abs(view.mean() - 127.5) < 3.0
+    assert view.std() < 6.0
+
+
+@pytest.mark.parametrize("delta", [0.0, 10.0, 10.4, 254.9, 255.0, 300.0, -0.3, -77.7, -255.0, -300.0])
+def test_brightened_means_equal_the_direct_computation(delta):
+    image = np.random.default_rng(2).integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    np.testing.assert_allclose(cpu_augmentation.brightened_means(image, delta),
+                               np.clip(image + delta, 0.0, 255.0).mean(axis=(0, 1)), atol=1e-9)
 
 
 @pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
