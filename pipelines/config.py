@@ -8,6 +8,9 @@ import dataclasses
 
 from pipelines import augmentation, backbones, balancing
 
+# The real inception_342 training split decodes to ~5 GB (~9.6k images of 342 x ~500 px): cached by default.
+DEFAULT_TRAIN_CACHE_BYTES = 8 << 30
+
 
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
@@ -33,6 +36,8 @@ class InputConfig:
       aux_phylum: labels become {"family": ..., "phylum": ...} for a two-head model.
       shuffle_buffer: example-level shuffle buffer (after the file-level shuffle).
       cache_eval: cache decoded evaluation images in memory when they fit (pipelines.datasets.EVAL_CACHE_BYTES).
+      train_cache_bytes: keep the decoded stored training images in memory when a pipeline's share of them fits
+        in this many bytes (0 = never): later epochs skip the JPEG decode; crops and augmentation stay per step.
       deterministic: reproducible element order (slower); random transforms are seeded from `seed` always.
       seed: seeds file order, shuffling, crops, augmentation and mixing.
       dataset_name: the TFDS name; tests point it at a stand-in.
@@ -56,6 +61,7 @@ class InputConfig:
     aux_phylum: bool = False
     shuffle_buffer: int = 2048
     cache_eval: bool = True
+    train_cache_bytes: int = DEFAULT_TRAIN_CACHE_BYTES
     deterministic: bool = False
     seed: int = 0
     dataset_name: str = "rare_species"
@@ -74,6 +80,8 @@ class InputConfig:
             raise ValueError(f"sampling_temperature must be in [0, 1], got {self.sampling_temperature}")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
             raise ValueError("mixup_alpha and cutmix_alpha must be >= 0")
+        if self.train_cache_bytes < 0:
+            raise ValueError(f"train_cache_bytes must be >= 0, got {self.train_cache_bytes}")
         if self.oversample_extra_views < 0:
             raise ValueError(f"oversample_extra_views must be >= 0, got {self.oversample_extra_views}")
         object.__setattr__(self, "oversample_families", tuple(self.oversample_families))

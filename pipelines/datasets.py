@@ -1,12 +1,16 @@
 """The tf.data pipelines for training and evaluation, for Keras' own distribution or for one input pipeline.
 
-Training, per input pipeline: shuffled files (TFDS, seeded) -> targeted oversampling -> example shuffle ->
-repeat -> class-balanced resampling -> parallel decode with a random-resized crop and, unless augmentation is
-on the device, the rest of the recipe and the backbone scaling (pipelines.cpu_augmentation; stateless, seeded
-per element) -> batch (drop_remainder: every replica gets a full batch) -> MixUp/CutMix (linear, so it commutes
-with the scaling) -> backbone scaling (unless done or on device) -> prefetch. Training datasets are infinite:
-the trainer passes `steps_per_epoch`. So on the CPU each image is augmented before it is mixed (as timm does);
-on the device the model augments the mixed batch.
+Training, per input pipeline: shuffled files (TFDS, seeded) -> [decode whole and cache in memory, when this
+pipeline's share of the decoded images fits cfg.train_cache_bytes] -> targeted oversampling -> example shuffle
+-> repeat -> class-balanced resampling -> parallel random-resized crop (decoding only the window, or slicing it
+from the cached pixels) and, unless augmentation is on the device, the rest of the recipe and the backbone
+scaling (pipelines.cpu_augmentation; stateless, seeded per element) -> batch (drop_remainder: every replica gets
+a full batch) -> MixUp/CutMix (linear, so it commutes with the scaling) -> backbone scaling (unless done or on
+device) -> prefetch. Training datasets are infinite: the trainer passes `steps_per_epoch`. So on the CPU each
+image is augmented before it is mixed (as timm does); on the device the model augments the mixed batch. The
+cache holds what every epoch would decode alike (the stored pixels, ~0.5 MB an image at 342 px), so epochs
+after the first skip the JPEG decode, the largest cost left before the augmentation (BUILD-notes.md); every
+random choice stays per step, and the example shuffle then covers the whole shard.
 
 Evaluation: files in order (always deterministic) -> decode of the central square -> cache (when it fits in
 EVAL_CACHE_BYTES) -> batch without dropping the remainder -> scaling -> prefetch. Finite, so every example
@@ -57,7 +61,7 @@ def make_dataset(cfg: InputConfig, split: str, training: bool, strategy: tf.dist
     examples = reading.read_examples(builder, split, training, cfg.seed, input_context)
     seed = tf.constant([cfg.seed, pipeline_id], tf.int64)
     if training:
-        decoded = _training_examples(cfg, split, examples, seed)
+        decoded = _training_examples(cfg, split, examples, seed, input_context)
     else:
         decoded = _evaluation_examples(cfg, builder, split, examples, input_context)
     batches = decoded.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
@@ -91,11 +95,29 @@ def _family(example):
     return example["family"]
 
 
-def _training_examples(cfg: InputConfig, split: str, examples: tf.data.Dataset, seed) -> tf.data.Dataset:
+def caches_training_images(cfg: InputConfig, split: str,
+                           input_context: tf.distribute.InputContext | None = None) -> bool:
+    """Whether a training pipeline keeps its decoded stored images in memory: when its share of the split's
+    stored pixels (3 bytes each) fits cfg.train_cache_bytes."""
+    if cfg.train_cache_bytes <= 0:
+        return False
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    return reading.stored_pixels(cfg, split) * 3 / num_pipelines <= cfg.train_cache_bytes
+
+
+def _training_examples(cfg: InputConfig, split: str, examples: tf.data.Dataset, seed,
+                       input_context) -> tf.data.Dataset:
+    cached = caches_training_images(cfg, split, input_context)
+    if cached:
+        examples = examples.map(lambda example: {**example, "image": images.decode(example["image"])},
+                                num_parallel_calls=tf.data.AUTOTUNE).cache()
     if cfg.oversample_families:
         examples = balancing.oversample(examples, _family, reading.family_ids(cfg, cfg.oversample_families),
                                         cfg.oversample_extra_views)
-    examples = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
+    # Cached, the buffer holds references into the cache, not copies: each epoch is a fresh permutation of the
+    # whole shard (the first batch waits for the first epoch's decode).
+    buffer = max(cfg.shuffle_buffer, int(_epoch_counts(cfg, split).sum())) if cached else cfg.shuffle_buffer
+    examples = examples.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
     examples = balancing.resample(examples, _family, _epoch_counts(cfg, split), cfg.sampling_temperature,
                                   cfg.seed)
     min_area = augmentation.crop_min_area(cfg.augment, cfg.augment_strength)

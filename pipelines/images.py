@@ -10,6 +10,10 @@ when no crop of an elongated one fits the area range) keep the antialiased resiz
 
 The windows themselves (`center_window`, `random_crop_window`) serve pipelines.cpu_augmentation, which resizes
 a crop in the same resampling as its flip, rotation and zoom.
+
+Every function takes the stored image either as its JPEG bytes (a tf.string: only the window is decoded) or as
+its decoded uint8 pixels (training images cached in memory by pipelines.datasets: the window is sliced). Both
+give the same window for the same seed, since the window depends only on the image's shape.
 """
 
 import tensorflow as tf
@@ -18,37 +22,52 @@ ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 MAX_PLAIN_SHRINK = 1.5
 
 
-def decode_center(jpeg, size: int):
+def decode_center(stored, size: int):
     """The central square (the whole short side), resized: evaluation and un-augmented training."""
-    return resize_square(center_window(jpeg), size)
+    return resize_square(center_window(stored), size)
 
 
-def decode_random_crop(jpeg, size: int, seed, min_area: float):
+def decode_random_crop(stored, size: int, seed, min_area: float):
     """An Inception-style random-resized crop: area fraction in [min_area, 1], aspect ratio 3:4..4:3."""
-    crop = random_crop_window(jpeg, seed, min_area)
+    crop = random_crop_window(stored, seed, min_area)
     shrinks_much = tf.cast(tf.reduce_max(tf.shape(crop)[:2]), tf.float32) > size * MAX_PLAIN_SHRINK
     return tf.cond(shrinks_much, lambda: resize_square(crop, size),
                    lambda: _to_uint8(tf.image.resize(crop, [size, size], method="bilinear")))
 
 
-def center_window(jpeg):
+def center_window(stored):
     """The decoded central square of the stored image, at its stored resolution."""
-    shape = tf.image.extract_jpeg_shape(jpeg)
+    shape = _shape(stored)
     side = tf.minimum(shape[0], shape[1])
-    window = tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
-    return tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
+    return _window(stored, tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side]))
 
 
-def random_crop_window(jpeg, seed, min_area: float):
+def random_crop_window(stored, seed, min_area: float):
     """The decoded window of a random-resized crop (area fraction in [min_area, 1], aspect 3:4..4:3),
     at its stored resolution."""
-    shape = tf.image.extract_jpeg_shape(jpeg)
     begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-        shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+        _shape(stored), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
         min_object_covered=min_area, aspect_ratio_range=ASPECT_RATIO_RANGE, area_range=(min_area, 1.0),
         max_attempts=10, use_image_if_no_bounding_boxes=True)
-    window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
-    return tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
+    return _window(stored, tf.stack([begin[0], begin[1], extent[0], extent[1]]))
+
+
+def decode(jpeg):
+    """All the stored pixels, uint8 RGB: what pipelines.datasets caches for training."""
+    return tf.io.decode_jpeg(jpeg, channels=3)
+
+
+def _shape(stored):
+    stored = tf.convert_to_tensor(stored)
+    return tf.image.extract_jpeg_shape(stored) if stored.dtype == tf.string else tf.shape(stored)
+
+
+def _window(stored, window):
+    """Pixels of window (top, left, height, width): decoded from JPEG bytes, or sliced from decoded pixels."""
+    stored = tf.convert_to_tensor(stored)
+    if stored.dtype == tf.string:
+        return tf.image.decode_and_crop_jpeg(stored, window, channels=3)
+    return tf.slice(stored, tf.concat([window[:2], [0]], axis=0), tf.concat([window[2:], [3]], axis=0))
 
 
 def resize_square(image, size: int):

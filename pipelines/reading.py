@@ -88,6 +88,11 @@ def label_counts(cfg: InputConfig, split: str = "train") -> np.ndarray:
     return np.bincount(families, minlength=len(_family_names(cfg)))
 
 
+def stored_pixels(cfg: InputConfig, split: str) -> int:
+    """Pixels of the split's stored images, read from their JPEG headers (sizes the training-image cache)."""
+    return _stored_pixels(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)
+
+
 def family_ids(cfg: InputConfig, names) -> list[int]:
     """Label ids of family names, with an error naming any unknown one."""
     known = {name: index for index, name in enumerate(_family_names(cfg))}
@@ -122,3 +127,15 @@ def _family_column(dataset_name: str, dataset_config: str, data_dir: str | None,
                                 decoders=tfds.decode.PartialDecoding({"family": True}))
     batches = [batch["family"] for batch in column.batch(8192).as_numpy_iterator()]
     return np.concatenate([np.zeros(0, np.int64), *batches]).astype(np.int64)
+
+
+@functools.cache
+def _stored_pixels(dataset_name: str, dataset_config: str, data_dir: str | None, split: str) -> int:
+    builder = tfds.builder(dataset_name, config=dataset_config, data_dir=data_dir)
+    jpegs = builder.as_dataset(split=split, read_config=tfds.ReadConfig(try_autocache=False),
+                               decoders=tfds.decode.PartialDecoding({"image": True},
+                                                                    decoders={"image": tfds.decode.SkipDecoding()}))
+    pixels = jpegs.map(lambda example: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(example["image"])[:2],
+                                                              tf.int64)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+    return int(pixels.reduce(tf.constant(0, tf.int64), lambda total, count: total + count))

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import pipelines
-from pipelines import augmentation, backbones, balancing
+from pipelines import augmentation, backbones, balancing, datasets, reading
 from tests.test_pipelines_tinydata import COLOURS, CONFIG, COUNTS, FAMILY_IDS, NAME
 from tests.test_pipelines_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
 
@@ -61,8 +61,10 @@ def test_evaluation_ignores_augmentation_and_mixing(cfg):
     assert sum(len(labels) for _, labels in plain) == sum(COUNTS["validation"])
 
 
-def test_training_augmentation_changes_images_and_keeps_labels(cfg):
-    plain = dataclasses.replace(cfg, deterministic=True)
+@pytest.mark.parametrize("train_cache_bytes", [pipelines.InputConfig.train_cache_bytes, 0],
+                         ids=["cached", "decoded_per_step"])
+def test_training_augmentation_changes_images_and_keeps_labels(cfg, train_cache_bytes):
+    plain = dataclasses.replace(cfg, deterministic=True, train_cache_bytes=train_cache_bytes)
     augmented = dataclasses.replace(plain, augment="recipe")
     plain_images = {name: image for images, _, names in _batches(plain, "train", True, 6, with_file_names=True)
                     for image, name in zip(images, names)}
@@ -149,6 +151,40 @@ def test_cached_and_uncached_evaluation_agree(cfg):
     for (images, labels), (other_images, other_labels) in zip(cached, uncached):
         np.testing.assert_array_equal(images, other_images)
         np.testing.assert_array_equal(labels, other_labels)
+
+
+@pytest.mark.parametrize("fields", [{"augment": "recipe"}, {"augment": "recipe", "augment_on_device": True}],
+                         ids=["cpu_recipe", "on_device"])
+def test_cached_training_images_shuffle_whole_epochs_and_keep_labels(cfg, fields):
+    """With the decoded training images in memory (the stand-in's fit the default budget), every epoch is a
+    new permutation of the whole split, its views augmented and labelled as without the cache."""
+    cached = dataclasses.replace(cfg, deterministic=True, **fields)
+    assert datasets.caches_training_images(cached, "train")
+    total = sum(COUNTS["train"])
+    batches = _batches(cached, "train", True, 2 * total // cfg.batch_size, with_file_names=True)
+    names = [name for _, _, batch in batches for name in batch]
+    assert len(set(names[:total])) == len(set(names[total:])) == total and names[:total] != names[total:]
+    for images, labels, _ in batches:
+        np.testing.assert_array_equal(_nearest_family(images), labels)
+    first = [name for _, _, batch in _batches(cached, "train", True, 3, with_file_names=True) for name in batch]
+    assert first == names[:len(first)]
+
+
+def test_training_cache_only_when_the_pipeline_share_fits(cfg):
+    train = [image for image in _stored_images(cfg, "train")]
+    pixels = sum(image.shape[0] * image.shape[1] for image in train)
+    assert reading.stored_pixels(cfg, "train") == pixels
+    exact = dataclasses.replace(cfg, train_cache_bytes=3 * pixels)
+    assert datasets.caches_training_images(exact, "train")
+    assert not datasets.caches_training_images(dataclasses.replace(cfg, train_cache_bytes=3 * pixels - 1), "train")
+    half = dataclasses.replace(cfg, train_cache_bytes=3 * pixels // 2 + 1)
+    assert not datasets.caches_training_images(half, "train")
+    assert datasets.caches_training_images(half, "train", tf.distribute.InputContext(2, 0, 2))
+
+
+def _stored_images(cfg, split):
+    builder = reading.load_builder(cfg)
+    return [example["image"] for example in builder.as_dataset(split=split).as_numpy_iterator()]
 
 
 def test_steps_per_epoch_counts_oversampled_views(cfg):
