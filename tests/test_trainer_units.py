@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from trainer import distribute, flags, models, objectives, schedules
+from trainer import distribute, flags, inputs, models, objectives, schedules
 from trainer.config import Config, ConfigError, validate
 
 REPO = pathlib.Path(__file__).parent.parent
@@ -48,10 +48,16 @@ def test_shipped_flagfiles_parse_and_validate(flagfile, monkeypatch):
     (dict(phase1_epochs=0, phase2_epochs=0), "nothing to train"),
     (dict(backbone="resnet9000"), "--backbone=resnet9000: choose one of"),
     (dict(model_dir=""), "--model_dir is empty"),
+    (dict(train_cache_gib=-1.0), "--train_cache_gib=-1.0: must be >= 0"),
 ])
 def test_validate_names_the_flag(changes, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):
         validate(dataclasses.replace(Config(**TINY), **changes))
+
+
+def test_train_cache_gib_becomes_the_pipeline_budget_in_bytes():
+    assert inputs.input_config(dataclasses.replace(Config(**TINY), train_cache_gib=0.5)).train_cache_bytes == 1 << 29
+    assert inputs.input_config(dataclasses.replace(Config(**TINY), train_cache_gib=0)).train_cache_bytes == 0
 
 
 def test_macro_f1_matches_sklearn_over_classes_present():

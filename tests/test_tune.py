@@ -121,6 +121,7 @@ def test_two_worker_processes_share_one_study(two_workers):
         assert config.model_dir == str(run_dir) == trial.user_attrs["model_dir"]
         assert {name: getattr(config, name) for name in trial.params} == trial.params
         assert config.phase2_epochs == 0 and config.phase1_cached_features  # head only: backbone frozen
+        assert config.train_cache_gib == Config.train_cache_gib / 2  # the machine's budget, split
         assert not (run_dir / "features").exists()
     assert list((study_dir / "features").glob("*.npz"))  # one embedding cache for every trial
 
@@ -150,7 +151,9 @@ def test_best_flags_retrain_with_trainer_main(two_workers):
     best = journal_study(study_dir).best_trial
     config = flags.parse([f"--flagfile={study_dir / 'best.flags'}"])
     trial_flags = flags.parse([f"--flagfile={study_dir / f'trial_{best.number:04d}' / 'flags.txt'}"])
-    assert config == dataclasses.replace(trial_flags, model_dir=str(study_dir / f"best_run_{best.number:04d}"))
+    # The retrain is one process: it gets the machine's whole cache budget, which two workers split.
+    assert config == dataclasses.replace(trial_flags, model_dir=str(study_dir / f"best_run_{best.number:04d}"),
+                                         train_cache_gib=Config.train_cache_gib)
     done = subprocess.run([sys.executable, "-m", "trainer.main", f"--flagfile={study_dir / 'best.flags'}"],
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

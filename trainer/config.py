@@ -101,6 +101,10 @@ class Config:
                                  "without GPUs; set TF_ENABLE_ONEDNN_OPTS=0, as oneDNN's BatchNormalization fails "
                                  "on the empty replica batch an uneven evaluation ends with); 0 = leave it whole.")
     batch_size: int = _field(32, "Batch size per replica; the global batch is this times the replicas.")
+    train_cache_gib: float = _field(8.0, "Keep the decoded stored training images in memory when this process's "
+                                         "share of them fits in this many GiB (~5 for inception_342): epochs after "
+                                         "the first skip JPEG decoding; crops and augmentation stay random. 0 = "
+                                         "decode every step (e.g. several trials per machine short of memory).")
     lr_scaling: str = _field("none", "Scale learning rates with the global batch relative to "
                                      "--reference_batch_size.", ("none", "linear", "sqrt"))
     reference_batch_size: int = _field(32, "Global batch size the learning rates are given for.")
@@ -166,6 +170,8 @@ def validate(config: Config) -> None:
         raise ConfigError("--phase1_epochs and --phase2_epochs are both 0: nothing to train")
     if config.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
         raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task)")
+    if config.train_cache_gib < 0:
+        raise ConfigError(f"--train_cache_gib={config.train_cache_gib}: must be >= 0 (0 turns the cache off)")
     for name in ("batch_size", "reference_batch_size"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name}={getattr(config, name)}: must be positive")

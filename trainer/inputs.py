@@ -25,7 +25,8 @@ def input_config(config: Config, oversample_families: tuple[str, ...] = ()) -> p
         sampling_temperature=config.sampling_temperature, oversample_families=oversample_families,
         oversample_extra_views=config.oversample_extra_views, class_weighting=config.class_weights,
         class_weight_beta=config.class_weight_beta, aux_phylum=config.phylum_head,
-        deterministic=config.deterministic, seed=config.seed)
+        train_cache_bytes=int(config.train_cache_gib * (1 << 30)), deterministic=config.deterministic,
+        seed=config.seed)
 
 
 def dataset_info(config: Config) -> pipelines.DatasetInfo:

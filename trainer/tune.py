@@ -14,6 +14,7 @@ Workers: by default this process is the one worker. --gpus=0,1 starts one worker
 0+1 for two GPUs per trial) with CUDA_VISIBLE_DEVICES pinned; --workers=N starts N CPU workers. Every worker
 of every machine draws trials from the one study until exactly --n_trials are used (trainer/tune_storage.py:
 budget, dead workers, retries); rerunning the same command resumes a study and runs only what is left.
+The workers of one machine split its --train_cache_gib (decoded training images kept in memory) evenly.
 
 Study directory <tune_dir>/<study_name>/: journal.log (the default storage), trial_NNNN/ (each trial's run
 directory with flags.txt), features/ (the embeddings all trials share), workers/ (worker logs), and at the end
@@ -244,8 +245,9 @@ class StudyHandle:
 
 
 def _identity(base: Config) -> str:
-    """The base flags that define a study: all but this machine's paths."""
-    return flags.flagfile_text(dataclasses.replace(base, data_dir="", feature_cache_dir="", model_dir=""))
+    """The base flags that define a study: all but this machine's paths and memory budget."""
+    return flags.flagfile_text(dataclasses.replace(base, data_dir="", feature_cache_dir="", model_dir="",
+                                                   train_cache_gib=Config.train_cache_gib))
 
 
 def open_study(base: Config, settings: Settings, worker_index: int = 0) -> StudyHandle:
@@ -462,9 +464,12 @@ def spawn_workers(handle: StudyHandle, base: Config, settings: Settings) -> list
         storage = str(pathlib.Path(storage).expanduser().absolute())
     worker_settings = dataclasses.replace(settings, gpus="", workers=0, storage=storage,
                                           tune_dir=str(settings.study_dir.parent))
-    flagfile.write_text(flags.flagfile_text(base) + settings_text(worker_settings))
+    envs = worker_envs(settings)
+    # The workers share this machine's memory: each caches training images within its part of the budget.
+    worker_base = dataclasses.replace(base, train_cache_gib=base.train_cache_gib / len(envs))
+    flagfile.write_text(flags.flagfile_text(worker_base) + settings_text(worker_settings))
     processes, logs = [], []
-    for index, env in enumerate(worker_envs(settings)):
+    for index, env in enumerate(envs):
         log = directory / f"worker_{index}.log"
         logs.append(log)
         with open(log, "ab") as out:
