@@ -42,16 +42,16 @@ def is_active(name: str, strength: float) -> bool:
             or augmentation.crop_min_area(name, strength) < 1.0)
 
 
-def augment(jpeg, size: int, seed, name: str, strength: float, backbone: backbones.Backbone):
-    """A training view of the stored JPEG, ready for the backbone: random-resized crop, flip, rotation, zoom,
-    brightness, contrast, then the backbone's input scaling.
+def augment(stored, size: int, seed, name: str, strength: float, backbone: backbones.Backbone):
+    """A training view of the stored image (JPEG bytes or decoded pixels, see pipelines.images), ready for the
+    backbone: random-resized crop, flip, rotation, zoom, brightness, contrast, then the backbone's input scaling.
 
     Returns a float32 (size, size, 3) tensor; seed is a stateless RNG seed (shape (2,)) for this element.
     """
     cv2.setNumThreads(1)  # tf.data already runs one transform per core; OpenCV's own pool would oversubscribe
     _register_exit_hook()
     min_area = augmentation.crop_min_area(name, strength)
-    crop = images.random_crop_window(jpeg, seed, min_area) if min_area < 1.0 else images.center_window(jpeg)
+    crop = images.random_crop_window(stored, seed, min_area) if min_area < 1.0 else images.center_window(stored)
     parameters = draw(tf.random.experimental.stateless_fold_in(seed, 1), augmentation.magnitudes(name, strength))
     image = tf.numpy_function(functools.partial(transform, scaling=channel_scaling(backbone), size=size),
                               [crop, parameters], tf.float32, stateful=False)
