@@ -114,12 +114,12 @@ def _training_examples(cfg: InputConfig, split: str, examples: tf.data.Dataset, 
     if cfg.oversample_families:
         examples = balancing.oversample(examples, _family, reading.family_ids(cfg, cfg.oversample_families),
                                         cfg.oversample_extra_views)
+    counts = _epoch_counts(cfg, split)
     # Cached, the buffer holds references into the cache, not copies: each epoch is a fresh permutation of the
     # whole shard (the first batch waits for the first epoch's decode).
-    buffer = max(cfg.shuffle_buffer, int(_epoch_counts(cfg, split).sum())) if cached else cfg.shuffle_buffer
+    buffer = max(cfg.shuffle_buffer, int(counts.sum())) if cached else cfg.shuffle_buffer
     examples = examples.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-    examples = balancing.resample(examples, _family, _epoch_counts(cfg, split), cfg.sampling_temperature,
-                                  cfg.seed)
+    examples = balancing.resample(examples, _family, counts, cfg.sampling_temperature, cfg.seed)
     min_area = augmentation.crop_min_area(cfg.augment, cfg.augment_strength)
     on_cpu, backbone = _augments_on_cpu(cfg, training=True), backbones.get_backbone(cfg.backbone)
 

@@ -84,13 +84,13 @@ def read_examples(builder: tfds.core.DatasetBuilder, split: str, training: bool,
 
 def label_counts(cfg: InputConfig, split: str = "train") -> np.ndarray:
     """Examples per family id (length = number of families) in the split."""
-    families = _family_column(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)
+    families, _ = _split_census(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)
     return np.bincount(families, minlength=len(_family_names(cfg)))
 
 
 def stored_pixels(cfg: InputConfig, split: str) -> int:
     """Pixels of the split's stored images, read from their JPEG headers (sizes the training-image cache)."""
-    return _stored_pixels(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)
+    return _split_census(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)[1]
 
 
 def family_ids(cfg: InputConfig, names) -> list[int]:
@@ -120,22 +120,17 @@ def _family_names(cfg: InputConfig) -> tuple[str, ...]:
 
 
 @functools.cache
-def _family_column(dataset_name: str, dataset_config: str, data_dir: str | None, split: str) -> np.ndarray:
-    """The family id of every example of the split, parsing nothing else; cached per process."""
+def _split_census(dataset_name: str, dataset_config: str, data_dir: str | None, split: str) -> tuple[np.ndarray, int]:
+    """The family id of every example of the split and the total pixels of its stored images (from the JPEG
+    headers), in one pass over the records; cached per process."""
     builder = tfds.builder(dataset_name, config=dataset_config, data_dir=data_dir)
-    column = builder.as_dataset(split=split, read_config=tfds.ReadConfig(try_autocache=False),
-                                decoders=tfds.decode.PartialDecoding({"family": True}))
-    batches = [batch["family"] for batch in column.batch(8192).as_numpy_iterator()]
-    return np.concatenate([np.zeros(0, np.int64), *batches]).astype(np.int64)
-
-
-@functools.cache
-def _stored_pixels(dataset_name: str, dataset_config: str, data_dir: str | None, split: str) -> int:
-    builder = tfds.builder(dataset_name, config=dataset_config, data_dir=data_dir)
-    jpegs = builder.as_dataset(split=split, read_config=tfds.ReadConfig(try_autocache=False),
-                               decoders=tfds.decode.PartialDecoding({"image": True},
-                                                                    decoders={"image": tfds.decode.SkipDecoding()}))
-    pixels = jpegs.map(lambda example: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(example["image"])[:2],
-                                                              tf.int64)),
-                       num_parallel_calls=tf.data.AUTOTUNE)
-    return int(pixels.reduce(tf.constant(0, tf.int64), lambda total, count: total + count))
+    columns = builder.as_dataset(split=split, read_config=tfds.ReadConfig(try_autocache=False),
+                                 decoders=tfds.decode.PartialDecoding({"family": True, "image": True},
+                                                                      decoders={"image": tfds.decode.SkipDecoding()}))
+    columns = columns.map(lambda example: (example["family"], tf.reduce_prod(
+        tf.cast(tf.image.extract_jpeg_shape(example["image"])[:2], tf.int64))), num_parallel_calls=tf.data.AUTOTUNE)
+    families, pixels = [np.zeros(0, np.int64)], 0
+    for family, count in columns.batch(8192).as_numpy_iterator():
+        families.append(family)
+        pixels += int(count.sum())
+    return np.concatenate(families).astype(np.int64), pixels
