@@ -98,15 +98,14 @@ def transform(crop: np.ndarray, parameters: np.ndarray, scaling: np.ndarray, siz
     """
     sign_x, sign_y, angle, zoom, delta, factor = (float(value) for value in parameters)
     matrix = warp_matrix(crop.shape[0], crop.shape[1], size, sign_x, sign_y, angle, zoom)
-    # OpenCV's bilinear warp is vectorised for 4 channels, not 3: padding to RGBA gives the same RGB values
-    # ~1.7x faster, for two ~10-us conversions.
-    source = cv2.cvtColor(crop, cv2.COLOR_RGB2RGBA)
     reduction = math.ceil(max(crop.shape[:2]) / size / images.MAX_PLAIN_SHRINK)
     if reduction > 1:
-        source = cv2.resize(source, None, fx=1.0 / reduction, fy=1.0 / reduction, interpolation=cv2.INTER_AREA)
+        crop = cv2.resize(crop, None, fx=1.0 / reduction, fy=1.0 / reduction, interpolation=cv2.INTER_AREA)
         matrix = reduced_matrix(matrix, reduction)
-    warped = cv2.warpAffine(source, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_REFLECT)
+    # OpenCV's bilinear warp is vectorised for 4 channels, not 3: padding to RGBA gives the same RGB values
+    # ~1.7x faster, for two ~10-us conversions.
+    warped = cv2.warpAffine(cv2.cvtColor(crop, cv2.COLOR_RGB2RGBA), matrix, (size, size),
+                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
     warped = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
     table = colour_levels(warped, delta, factor) * scaling[0] + scaling[1]
     return cv2.LUT(warped, table.astype(np.float32)[:, None, :])
