@@ -37,6 +37,7 @@ def decode_random_crop(stored, size: int, seed, min_area: float):
 
 def center_window(stored):
     """The decoded central square of the stored image, at its stored resolution."""
+    stored = tf.convert_to_tensor(stored)
     shape = _shape(stored)
     side = tf.minimum(shape[0], shape[1])
     return _window(stored, tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side]))
@@ -45,6 +46,7 @@ def center_window(stored):
 def random_crop_window(stored, seed, min_area: float):
     """The decoded window of a random-resized crop (area fraction in [min_area, 1], aspect 3:4..4:3),
     at its stored resolution."""
+    stored = tf.convert_to_tensor(stored)
     begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
         _shape(stored), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
         min_object_covered=min_area, aspect_ratio_range=ASPECT_RATIO_RANGE, area_range=(min_area, 1.0),
@@ -58,13 +60,11 @@ def decode(jpeg):
 
 
 def _shape(stored):
-    stored = tf.convert_to_tensor(stored)
     return tf.image.extract_jpeg_shape(stored) if stored.dtype == tf.string else tf.shape(stored)
 
 
 def _window(stored, window):
     """Pixels of window (top, left, height, width): decoded from JPEG bytes, or sliced from decoded pixels."""
-    stored = tf.convert_to_tensor(stored)
     if stored.dtype == tf.string:
         return tf.image.decode_and_crop_jpeg(stored, window, channels=3)
     return tf.slice(stored, tf.concat([window[:2], [0]], axis=0), tf.concat([window[2:], [3]], axis=0))
