@@ -1,18 +1,29 @@
 # The two README commands: `make demo` and `make test`. Both create or update .venv themselves.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO := .demo
 SAMPLE_IMAGE := tfds_rarespecies/rare_species/dummy_data/arthropoda_apidae/20647903_1065369_eol-full-size-copy.jpg
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# What `tfds build` prints that nobody needs: TensorFlow's C++ start-up lines (printed while TensorFlow is
+# imported, before TF_CPP_MIN_LOG_LEVEL applies: tensorflow/tensorflow#100442) and Beam's note on GCP clients.
+# Our own commands drop them themselves (trainer/cli.py); `make demo TF_LOGS=1` shows everything.
+NATIVE_NOISE := ^(WARNING: All log messages before absl::InitializeLog|[IE][0-9]{4} |To enable the following instructions|WARNING:root:apitools not found)
+ifdef TF_LOGS
+QUIET_BUILD :=
+export TF_CPP_MIN_LOG_LEVEL := 0
+else
+QUIET_BUILD := 2> >(grep -v -E '$(NATIVE_NOISE)' >&2)
+endif
 
 .PHONY: venv demo test clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --quiet --upgrade pip
+	$(PY) -m pip install --quiet --quiet -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -21,7 +32,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(VENV)/bin/tfds build tfds_rarespecies/rare_species --config=small_128 \
 	  --manual_dir=tfds_rarespecies/rare_species/dummy_data --data_dir=$(DEMO)/data \
-	  --download_dir=$(DEMO)/downloads
+	  --download_dir=$(DEMO)/downloads $(QUIET_BUILD)
 	$(PY) -m tfds_rarespecies.summary --data_dir=$(DEMO)/data --config=small_128
 	$(PY) -m trainer.main --flagfile=configs/demo.flags --data_dir=$(DEMO)/data --model_dir=$(DEMO)/run
 	$(PY) -m trainer.evaluate --model_dir=$(DEMO)/run --data_dir=$(DEMO)/data --split=test

@@ -33,7 +33,7 @@ import keras
 from absl import app, flags
 
 from benchmarks import replica_data, table
-from trainer import flags as trainer_flags
+from trainer import cli
 from trainer import train
 from trainer.config import Config
 
@@ -105,7 +105,7 @@ def main(argv):
         print(json.dumps(measure(_CHILD.value)))
         return
     work_dir = pathlib.Path(_WORK_DIR.value)
-    base = trainer_flags.config_from_flags(flags.FLAGS)
+    base = cli.from_flags(flags.FLAGS, Config)
     base = dataclasses.replace(base, data_dir=build_replica(work_dir, base.dataset), dataset_config=base.dataset,
                                seed=0)
     batch = base.batch_size
@@ -168,6 +168,7 @@ def results(base: Config, runs: dict) -> str:
 
 
 if __name__ == "__main__":
+    cli.define_flags(flags.FLAGS, Config)
     for name, value in BENCH_DEFAULTS.items():
         flags.FLAGS.set_default(name, value)
     app.run(main)

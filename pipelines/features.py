@@ -44,6 +44,17 @@ class Features:
         return rows.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def weights_id(weights: str, seed: int) -> str:
+    """Names backbone weights for the cache key: "imagenet", a weights file by its content hash (wherever it
+    lives), random initialisation by its seed (only a seeded initialisation is reproducible)."""
+    if weights == "imagenet":
+        return "imagenet"
+    if weights == "none":
+        return f"random-seed{seed}"
+    digest = hashlib.sha256(pathlib.Path(weights).expanduser().read_bytes()).hexdigest()[:16]
+    return f"file-{digest}"
+
+
 def cache_key(cfg: InputConfig, split: str, weights_id: str) -> dict:
     """Everything the embeddings depend on."""
     info = reading.load_builder(cfg).info

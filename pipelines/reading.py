@@ -43,18 +43,24 @@ class DatasetInfo:
 
 
 def load_builder(cfg: InputConfig) -> tfds.core.DatasetBuilder:
-    """The prepared builder, or one error line naming the command that builds it."""
+    """The prepared builder, or one error line naming the command that builds it; opened once per dataset
+    (name, config, data_dir) and process, however many pipelines, counts and caches ask for it."""
+    return _prepared_builder(cfg.dataset_name, cfg.dataset_config, cfg.data_dir)
+
+
+@functools.cache
+def _prepared_builder(dataset_name: str, dataset_config: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     try:
-        builder = tfds.builder(cfg.dataset_name, config=cfg.dataset_config, data_dir=cfg.data_dir)
+        builder = tfds.builder(dataset_name, config=dataset_config, data_dir=data_dir)
         prepared = builder.is_prepared()
     except tfds.core.registered.DatasetNotFoundError:
         prepared = False
     if not prepared:
         raise DatasetNotBuiltError(
-            f"{cfg.dataset_name}/{cfg.dataset_config} is not built in "
-            f"{cfg.data_dir or 'the default TFDS data_dir'}: run `tfds build {cfg.dataset_name} "
-            f"--imports=tfds_rarespecies --config={cfg.dataset_config} "
-            f"--manual_dir=DOWNLOAD_DIR --data_dir={cfg.data_dir or '~/tensorflow_datasets'}`")
+            f"{dataset_name}/{dataset_config} is not built in "
+            f"{data_dir or 'the default TFDS data_dir'}: run `tfds build {dataset_name} "
+            f"--imports=tfds_rarespecies --config={dataset_config} "
+            f"--manual_dir=DOWNLOAD_DIR --data_dir={data_dir or '~/tensorflow_datasets'}`")
     return builder
 
 
@@ -85,7 +91,7 @@ def read_examples(builder: tfds.core.DatasetBuilder, split: str, training: bool,
 def label_counts(cfg: InputConfig, split: str = "train") -> np.ndarray:
     """Examples per family id (length = number of families) in the split."""
     families, _ = _split_census(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)
-    return np.bincount(families, minlength=len(_family_names(cfg)))
+    return np.bincount(families, minlength=len(dataset_info(cfg).family_names))
 
 
 def stored_pixels(cfg: InputConfig, split: str) -> int:
@@ -95,7 +101,7 @@ def stored_pixels(cfg: InputConfig, split: str) -> int:
 
 def family_ids(cfg: InputConfig, names) -> list[int]:
     """Label ids of family names, with an error naming any unknown one."""
-    known = {name: index for index, name in enumerate(_family_names(cfg))}
+    known = {name: index for index, name in enumerate(dataset_info(cfg).family_names)}
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise ValueError(f"unknown families {', '.join(unknown)}: not in {cfg.dataset_name}'s family list")
@@ -103,8 +109,9 @@ def family_ids(cfg: InputConfig, names) -> list[int]:
 
 
 def dataset_info(cfg: InputConfig) -> DatasetInfo:
+    """The built dataset's sizes and label names, read from the one opened builder."""
     builder = load_builder(cfg)
-    family_names = _family_names(cfg)
+    family_names = tuple(builder.info.features["family"].names)
     phylum_names = tuple(builder.info.features["phylum"].names)
     phylum_of = tfds_rarespecies.labels.family_to_phylum()
     return DatasetInfo(
@@ -115,15 +122,11 @@ def dataset_info(cfg: InputConfig) -> DatasetInfo:
         family_phylum=np.array([phylum_names.index(phylum_of[family]) for family in family_names]))
 
 
-def _family_names(cfg: InputConfig) -> tuple[str, ...]:
-    return tuple(load_builder(cfg).info.features["family"].names)
-
-
 @functools.cache
 def _split_census(dataset_name: str, dataset_config: str, data_dir: str | None, split: str) -> tuple[np.ndarray, int]:
     """The family id of every example of the split and the total pixels of its stored images (from the JPEG
     headers), in one pass over the records; cached per process."""
-    builder = tfds.builder(dataset_name, config=dataset_config, data_dir=data_dir)
+    builder = _prepared_builder(dataset_name, dataset_config, data_dir)
     columns = builder.as_dataset(split=split, read_config=tfds.ReadConfig(try_autocache=False),
                                  decoders=tfds.decode.PartialDecoding({"family": True, "image": True},
                                                                       decoders={"image": tfds.decode.SkipDecoding()}))

@@ -7,20 +7,24 @@ as a check that the build is readable.
 """
 
 import collections
+import sys
 
 import tensorflow_datasets as tfds
 from absl import app, flags
 
 import tfds_rarespecies  # noqa: F401  (registers rare_species)
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir the dataset was built into.")
-_CONFIG = flags.DEFINE_string("config", "inception_342", "rare_species builder config.")
+PROGRAM = "tfds_rarespecies.summary"
+
+
+class NotBuiltError(FileNotFoundError):
+    """The config is not built in data_dir; the message is the one line shown."""
 
 
 def summarize(data_dir: str | None, config: str) -> str:
     builder = tfds.builder("rare_species", config=config, data_dir=data_dir)
     if not builder.is_prepared():
-        raise SystemExit(f"error: rare_species/{config} is not built in {builder.data_dir}; run "
+        raise NotBuiltError(f"rare_species/{config} is not built in {builder.data_dir}; run "
                          f"`tfds build rare_species --imports=tfds_rarespecies --config={config} "
                          f"--manual_dir=DOWNLOAD --data_dir={data_dir or '~/tensorflow_datasets'}`")
     phylum_names = builder.info.features["phylum"].names
@@ -39,9 +43,16 @@ def summarize(data_dir: str | None, config: str) -> str:
 
 
 def main(argv):
-    del argv
-    print(summarize(_DATA_DIR.value, _CONFIG.value))
+    if len(argv) > 1:
+        sys.exit(f"{PROGRAM}: error: unexpected arguments {' '.join(argv[1:])}: every setting is a --flag")
+    try:
+        print(summarize(flags.FLAGS.data_dir, flags.FLAGS.config))
+    except NotBuiltError as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir the dataset was built into.")
+    flags.DEFINE_string("config", "inception_342", "rare_species builder config.")
     app.run(main)

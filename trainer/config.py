@@ -1,8 +1,9 @@
 """The training configuration: one frozen dataclass, each field a command-line flag of the same name.
 
-Each field's help text and choices live here, next to its default, and trainer/flags.py makes the absl flags
-from them, so a flag cannot drift from the field it fills. `validate` turns every contradiction a person can
-type into one ConfigError line saying which flag, what is wrong and what to do.
+Each field's help text, choices and bounds live here, next to its default, and trainer/cli.py makes the absl
+flags from them, so a flag cannot drift from the field it fills. `validate` turns every contradiction a person
+can type into one ConfigError line saying which flag, what is wrong and what to do; `flagfile_text` writes a
+config back as the flagfile that reproduces it.
 """
 
 import dataclasses
@@ -10,14 +11,12 @@ import os
 import pathlib
 
 from pipelines import augmentation, backbones, balancing
+from trainer import cli
+from trainer.cli import field
 
 
-class ConfigError(ValueError):
+class ConfigError(cli.UserError):
     """A configuration that cannot run; the message is the one line shown to the user."""
-
-
-def _field(default, help_text: str, choices: tuple[str, ...] | None = None):
-    return dataclasses.field(default=default, metadata={"help": help_text, "choices": choices})
 
 
 MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
@@ -28,91 +27,97 @@ class Config:
     """Everything one training run needs; `python -m trainer.main --helpfull` documents each field."""
 
     # Where data comes from and results go.
-    data_dir: str = _field("~/tensorflow_datasets", "TFDS data_dir holding the built rare_species dataset.")
-    dataset_config: str = _field("", "rare_species builder config to read; empty = the backbone's (see "
-                                     "pipelines/backbones.py).")
-    train_split: str = _field("train", "TFDS split to train on (e.g. train+validation for the 90/10 protocol).")
-    validation_split: str = _field("validation", "TFDS split for model selection and early stopping.")
-    test_split: str = _field("test", "TFDS split the best checkpoint is evaluated on at the end.")
-    model_dir: str = _field("", "Run directory: flags.txt, checkpoints, logs, metrics.json, model.keras. "
-                                "Rerunning the same command in it resumes an interrupted run.")
+    data_dir: str = field("~/tensorflow_datasets", "TFDS data_dir holding the built rare_species dataset.")
+    dataset_config: str = field("", "rare_species builder config to read; empty = the backbone's (see "
+                                    "pipelines/backbones.py).")
+    train_split: str = field("train", "TFDS split to train on (e.g. train+validation for the 90/10 protocol).")
+    validation_split: str = field("validation", "TFDS split for model selection and early stopping.")
+    test_split: str = field("test", "TFDS split the best checkpoint is evaluated on at the end.")
+    model_dir: str = field("", "Run directory: flags.txt, checkpoints, logs, metrics.json, model.keras. "
+                               "Rerunning the same command in it resumes an interrupted run.")
 
     # The network.
-    backbone: str = _field("inceptionv3", "Backbone from pipelines/backbones.py.",
+    backbone: str = field("inceptionv3", "Backbone from pipelines/backbones.py.",
                            tuple(sorted(backbones.BACKBONES)))
-    image_size: int = _field(0, "Side of the square model input in pixels; 0 = the backbone's native size.")
-    weights: str = _field("imagenet", "Backbone weights: imagenet (Keras download cache), none (random init), or "
-                                      "the path of a .h5/.weights.h5 file of the same backbone without top.")
-    pool_dropout: float = _field(0.5, "Dropout rate after global average pooling.")
-    dense_units: int = _field(256, "Units of the head's hidden Dense (ReLU) layer; 0 = no hidden layer.")
-    l2: float = _field(1e-3, "L2 penalty on the head's hidden Dense kernel.")
-    dense_dropout: float = _field(0.3, "Dropout rate after the head's hidden Dense layer.")
-    phylum_head: bool = _field(False, "Add an auxiliary phylum softmax beside the family softmax (multi-task).")
-    phylum_loss_weight: float = _field(0.0, "Weight of the phylum loss (> 0 exactly when --phylum_head).")
-    augment: str = _field("none", "Training augmentation recipe (pipelines/augmentation.py).",
+    image_size: int = field(0, "Side of the square model input in pixels; 0 = the backbone's native size.", lower=0)
+    weights: str = field("imagenet", "Backbone weights: imagenet (Keras download cache), none (random init), or "
+                                     "the path of a .h5/.weights.h5 file of the same backbone without top.")
+    pool_dropout: float = field(0.5, "Dropout rate after global average pooling.", lower=0, upper=0.99)
+    dense_units: int = field(256, "Units of the head's hidden Dense (ReLU) layer; 0 = no hidden layer.", lower=0)
+    l2: float = field(1e-3, "L2 penalty on the head's hidden Dense kernel.", lower=0)
+    dense_dropout: float = field(0.3, "Dropout rate after the head's hidden Dense layer.", lower=0, upper=0.99)
+    phylum_head: bool = field(False, "Add an auxiliary phylum softmax beside the family softmax (multi-task).")
+    phylum_loss_weight: float = field(0.0, "Weight of the phylum loss (> 0 exactly when --phylum_head).", lower=0)
+    augment: str = field("none", "Training augmentation recipe (pipelines/augmentation.py).",
                           tuple(augmentation.RECIPES))
-    augment_strength: float = _field(1.0, "Scales every augmentation magnitude (1 = the recipe as named).")
-    augment_on_device: bool = _field(False, "Run the augmentation as Keras layers at the front of the model "
-                                            "(on the accelerator) instead of in tf.data on the CPU (OpenCV, "
-                                            "pipelines/cpu_augmentation.py; same transforms).")
-    mixup_alpha: float = _field(0.0, "MixUp Beta(alpha, alpha) (0 = off); always in tf.data.")
-    cutmix_alpha: float = _field(0.0, "CutMix Beta(alpha, alpha) (0 = off); always in tf.data.")
+    augment_strength: float = field(1.0, "Scales every augmentation magnitude (1 = the recipe as named).", lower=0)
+    augment_on_device: bool = field(False, "Run the augmentation as Keras layers at the front of the model "
+                                           "(on the accelerator) instead of in tf.data on the CPU (OpenCV, "
+                                           "pipelines/cpu_augmentation.py; same transforms).")
+    mixup_alpha: float = field(0.0, "MixUp Beta(alpha, alpha) (0 = off); always in tf.data.", lower=0)
+    cutmix_alpha: float = field(0.0, "CutMix Beta(alpha, alpha) (0 = off); always in tf.data.", lower=0)
 
     # The two phases (then the optional oversampling phase).
-    phase1_epochs: int = _field(10, "Epochs training the head with the backbone frozen; 0 skips the phase.")
-    phase1_learning_rate: float = _field(1e-3, "Peak learning rate of phase 1 at --reference_batch_size.")
-    phase1_cached_features: bool = _field(False, "Train phase 1 on cached backbone embeddings (seconds per "
-                                                 "epoch); needs --augment=none.")
-    feature_cache_dir: str = _field("", "Where cached embeddings live (shared across runs and trials); empty = "
-                                        "<model_dir>/features.")
-    phase2_epochs: int = _field(20, "Epochs fine-tuning the last --unfreeze_layers backbone layers; 0 skips.")
-    phase2_learning_rate: float = _field(3e-5, "Peak learning rate of phase 2 at --reference_batch_size.")
-    unfreeze_layers: int = _field(40, "Backbone layers (counted from the top) trained in phase 2, "
-                                      "BatchNormalization excepted when the backbone is pretrained; -1 = all.")
-    oversample_f1_threshold: float = _field(0.0, "After phase 2, oversample the families whose validation F1 "
-                                                 "is below this and train --oversample_epochs more; 0 = off.")
-    oversample_epochs: int = _field(0, "Epochs of the oversampling phase (at the phase-2 learning rate).")
-    oversample_extra_views: int = _field(2, "Extra copies per epoch of each image of an under-threshold family.")
-    lr_schedule: str = _field("cosine", "cosine: linear warmup then cosine decay per phase; constant: the peak "
-                                        "rate, reduced on validation plateaus.", ("cosine", "constant"))
-    warmup_epochs: float = _field(1.0, "Linear warmup length of each phase, in epochs (cosine schedule).")
-    final_learning_rate_fraction: float = _field(0.01, "Cosine decay ends at this fraction of the peak rate.")
-    optimizer: str = _field("adam", "Optimizer.", ("adam", "adamw", "sgd"))
-    momentum: float = _field(0.9, "SGD momentum.")
-    weight_decay: float = _field(1e-4, "AdamW decoupled weight decay.")
-    label_smoothing: float = _field(0.1, "Label smoothing of the cross-entropy losses.")
-    early_stopping_patience: int = _field(5, "Epochs without a better validation macro-F1 before a phase stops.")
-    plateau_patience: int = _field(2, "Epochs without improvement before ReduceLROnPlateau halves a constant "
-                                      "learning rate.")
-    steps_per_epoch: int = _field(0, "Training steps per epoch; 0 = one pass over the training split.")
+    phase1_epochs: int = field(10, "Epochs training the head with the backbone frozen; 0 skips the phase.", lower=0)
+    phase1_learning_rate: float = field(1e-3, "Peak learning rate of phase 1 at --reference_batch_size.", lower=0)
+    phase1_cached_features: bool = field(False, "Train phase 1 on cached backbone embeddings (seconds per "
+                                                "epoch); needs --augment=none.")
+    feature_cache_dir: str = field("", "Where cached embeddings live (shared across runs and trials); empty = "
+                                       "<model_dir>/features.")
+    phase2_epochs: int = field(20, "Epochs fine-tuning the last --unfreeze_layers backbone layers; 0 skips.", lower=0)
+    phase2_learning_rate: float = field(3e-5, "Peak learning rate of phase 2 at --reference_batch_size.", lower=0)
+    unfreeze_layers: int = field(40, "Backbone layers (counted from the top) trained in phase 2, "
+                                     "BatchNormalization excepted when the backbone is pretrained; -1 = all.",
+                                 lower=-1)
+    oversample_f1_threshold: float = field(0.0, "After phase 2, oversample the families whose validation F1 "
+                                                "is below this and train --oversample_epochs more; 0 = off.", lower=0)
+    oversample_epochs: int = field(0, "Epochs of the oversampling phase (at the phase-2 learning rate).", lower=0)
+    oversample_extra_views: int = field(2, "Extra copies per epoch of each image of an under-threshold family.",
+                                        lower=0)
+    lr_schedule: str = field("cosine", "cosine: linear warmup then cosine decay per phase; constant: the peak "
+                                       "rate, reduced on validation plateaus.", ("cosine", "constant"))
+    warmup_epochs: float = field(1.0, "Linear warmup length of each phase, in epochs (cosine schedule).", lower=0)
+    final_learning_rate_fraction: float = field(0.01, "Cosine decay ends at this fraction of the peak rate.",
+                                                lower=0, upper=1)
+    optimizer: str = field("adam", "Optimizer.", ("adam", "adamw", "sgd"))
+    momentum: float = field(0.9, "SGD momentum.", lower=0, upper=1)
+    weight_decay: float = field(1e-4, "AdamW decoupled weight decay.", lower=0)
+    label_smoothing: float = field(0.1, "Label smoothing of the cross-entropy losses.", lower=0, upper=0.99)
+    early_stopping_patience: int = field(5, "Epochs without a better validation macro-F1 before a phase stops.",
+                                         lower=1)
+    plateau_patience: int = field(2, "Epochs without improvement before ReduceLROnPlateau halves a constant "
+                                     "learning rate.", lower=1)
+    steps_per_epoch: int = field(0, "Training steps per epoch; 0 = one pass over the training split.", lower=0)
 
     # Imbalance (29..300 images per family).
-    class_weights: str = _field("balanced", "Loss weight per family from the training counts "
-                                            "(pipelines/balancing.py).",
+    class_weights: str = field("balanced", "Loss weight per family from the training counts "
+                                           "(pipelines/balancing.py).",
                                 ("none", *balancing.SCHEMES))
-    class_weight_beta: float = _field(0.999, "Beta of --class_weights=effective_number.")
-    sampling_temperature: float = _field(1.0, "Class-balanced sampling: draw family f with probability "
-                                              "~ count_f ** T; 1 = natural frequencies, 0 = uniform.")
+    class_weight_beta: float = field(0.999, "Beta of --class_weights=effective_number.", lower=0, upper=0.999999)
+    sampling_temperature: float = field(1.0, "Class-balanced sampling: draw family f with probability "
+                                             "~ count_f ** T; 1 = natural frequencies, 0 = uniform.", lower=0, upper=1)
 
     # Hardware.
-    strategy: str = _field("auto", "auto: multi_worker when TF_CONFIG is set, mirrored over >1 GPU, else "
-                                   "one_device.", ("auto", "one_device", "mirrored", "multi_worker"))
-    cpu_devices: int = _field(0, "Split the CPU into this many logical devices (tests mirrored training "
-                                 "without GPUs; set TF_ENABLE_ONEDNN_OPTS=0, as oneDNN's BatchNormalization fails "
-                                 "on the empty replica batch an uneven evaluation ends with); 0 = leave it whole.")
-    batch_size: int = _field(32, "Batch size per replica; the global batch is this times the replicas.")
-    train_cache_gib: float = _field(8.0, "Keep the decoded stored training images in memory when this process's "
-                                         "share of them fits in this many GiB (~5 for inception_342): epochs after "
-                                         "the first skip JPEG decoding; crops and augmentation stay random. 0 = "
-                                         "decode every step (e.g. several trials per machine short of memory).")
-    lr_scaling: str = _field("none", "Scale learning rates with the global batch relative to "
-                                     "--reference_batch_size.", ("none", "linear", "sqrt"))
-    reference_batch_size: int = _field(32, "Global batch size the learning rates are given for.")
-    mixed_precision: str = _field("none", "Keras mixed-precision policy; outputs stay float32.",
+    strategy: str = field("auto", "auto: multi_worker when TF_CONFIG is set, mirrored over >1 GPU, else "
+                                  "one_device.", ("auto", "one_device", "mirrored", "multi_worker"))
+    cpu_devices: int = field(0, "Split the CPU into this many logical devices (tests mirrored training "
+                                "without GPUs; set TF_ENABLE_ONEDNN_OPTS=0, as oneDNN's BatchNormalization fails "
+                                "on the empty replica batch an uneven evaluation ends with); 0 = leave it whole.",
+                             lower=0)
+    batch_size: int = field(32, "Batch size per replica; the global batch is this times the replicas.", lower=1)
+    train_cache_gib: float = field(8.0, "Keep the decoded stored training images in memory when this process's "
+                                        "share of them fits in this many GiB (~5 for inception_342): epochs after "
+                                        "the first skip JPEG decoding; crops and augmentation stay random. 0 = "
+                                        "decode every step (e.g. several trials per machine short of memory).",
+                                   lower=0)
+    lr_scaling: str = field("none", "Scale learning rates with the global batch relative to "
+                                    "--reference_batch_size.", ("none", "linear", "sqrt"))
+    reference_batch_size: int = field(32, "Global batch size the learning rates are given for.", lower=1)
+    mixed_precision: str = field("none", "Keras mixed-precision policy; outputs stay float32.",
                                   MIXED_PRECISION_POLICIES)
-    jit_compile: bool = _field(False, "Compile training and evaluation steps with XLA.")
-    seed: int = _field(0, "Seed of weights, dropout, shuffling and augmentation.")
-    deterministic: bool = _field(False, "Deterministic TensorFlow ops (slower; for reproducibility tests).")
+    jit_compile: bool = field(False, "Compile training and evaluation steps with XLA.")
+    seed: int = field(0, "Seed of weights, dropout, shuffling and augmentation.")
+    deterministic: bool = field(False, "Deterministic TensorFlow ops (slower; for reproducibility tests).")
 
     @property
     def backbone_spec(self) -> backbones.Backbone:
@@ -136,13 +141,32 @@ def fields() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(Config)
 
 
+def flagfile_text(config: Config) -> str:
+    """The flagfile that reproduces config (model_dir/flags.txt): every field, defaults included."""
+    return cli.flagfile_text(config)
+
+
+def parse(argv: list[str]) -> Config:
+    """Config from command-line arguments without the program name, e.g. ["--flagfile=runs/x/flags.txt"]."""
+    return cli.parse(argv, Config, program="trainer.main")
+
+
+def check_fields(settings) -> None:
+    """The choices and bounds the flags enforce, for settings built in code (tuner trials, tests); raises
+    ConfigError naming the first flag out of range."""
+    for item in dataclasses.fields(settings):
+        meta, value = item.metadata, getattr(settings, item.name)
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"--{item.name}={value}: choose one of {', '.join(meta['choices'])}")
+        if meta.get("lower") is not None and value < meta["lower"]:
+            raise ConfigError(f"--{item.name}={value}: must be at least {meta['lower']}")
+        if meta.get("upper") is not None and value > meta["upper"]:
+            raise ConfigError(f"--{item.name}={value}: must be at most {meta['upper']}")
+
+
 def validate(config: Config) -> None:
     """Raises ConfigError on the first contradiction, naming the flag to change."""
-    for field in fields():
-        choices = field.metadata["choices"]
-        value = getattr(config, field.name)
-        if choices and value not in choices:
-            raise ConfigError(f"--{field.name}={value}: choose one of {', '.join(choices)}")
+    check_fields(config)
     if not config.model_dir:
         raise ConfigError("--model_dir is empty: name the run directory, e.g. --model_dir=runs/incv3")
     spec = config.backbone_spec
@@ -155,26 +179,20 @@ def validate(config: Config) -> None:
                           f"{config.phylum_head}: set both (--phylum_head --phylum_loss_weight=0.3) or neither")
     if config.phase1_cached_features and (config.augment != "none" or config.mixup_alpha or config.cutmix_alpha):
         raise ConfigError(f"--phase1_cached_features caches un-augmented embeddings but --augment="
-                          f"{config.augment} --mixup_alpha={config.mixup_alpha} --cutmix_alpha={config.cutmix_alpha}: turn "
-                          "augmentation off or use --nophase1_cached_features")
+                          f"{config.augment} --mixup_alpha={config.mixup_alpha} --cutmix_alpha="
+                          f"{config.cutmix_alpha}: turn augmentation off or use --nophase1_cached_features")
     if config.phase1_cached_features and config.sampling_temperature != 1:
         raise ConfigError(f"--phase1_cached_features reads each embedding once per epoch but "
-                          f"--sampling_temperature={config.sampling_temperature} resamples images: use --sampling_temperature=1 or "
-                          "--nophase1_cached_features")
-    if not 0 <= config.sampling_temperature <= 1:
-        raise ConfigError(f"--sampling_temperature={config.sampling_temperature}: must be in [0, 1]")
+                          f"--sampling_temperature={config.sampling_temperature} resamples images: use "
+                          "--sampling_temperature=1 or --nophase1_cached_features")
     if (config.oversample_f1_threshold > 0) != (config.oversample_epochs > 0):
         raise ConfigError(f"--oversample_f1_threshold={config.oversample_f1_threshold} with --oversample_epochs="
                           f"{config.oversample_epochs}: set both above 0 to oversample, or both to 0")
     if config.phase1_epochs + config.phase2_epochs + config.oversample_epochs <= 0:
-        raise ConfigError("--phase1_epochs and --phase2_epochs are both 0: nothing to train")
+        raise ConfigError(f"--phase1_epochs={config.phase1_epochs} --phase2_epochs={config.phase2_epochs} "
+                          f"--oversample_epochs={config.oversample_epochs}: nothing to train; give a phase epochs")
     if config.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
         raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task)")
-    if config.train_cache_gib < 0:
-        raise ConfigError(f"--train_cache_gib={config.train_cache_gib}: must be >= 0 (0 turns the cache off)")
-    for name in ("batch_size", "reference_batch_size"):
-        if getattr(config, name) <= 0:
-            raise ConfigError(f"--{name}={getattr(config, name)}: must be positive")
 
 
 def _validate_weights(config: Config, spec: backbones.Backbone) -> None:

@@ -4,7 +4,7 @@ Every batch comes from `pipelines` (the one input pipeline); this module only tr
 into the pipelines' config and picks the calls that work under the run's strategy.
 """
 
-import hashlib
+import dataclasses
 import os
 import pathlib
 
@@ -27,6 +27,15 @@ def input_config(config: Config, oversample_families: tuple[str, ...] = ()) -> p
         class_weight_beta=config.class_weight_beta, aux_phylum=config.phylum_head,
         train_cache_bytes=int(config.train_cache_gib * (1 << 30)), deterministic=config.deterministic,
         seed=config.seed)
+
+
+def evaluation_view(cfg: pipelines.InputConfig) -> pipelines.InputConfig:
+    """The input a saved model.keras is judged on: every example once, no augmentation, float 0..255 images
+    (the model scales them itself) and plain family ids; train.run's final evaluation and trainer.evaluate
+    both read it."""
+    return dataclasses.replace(cfg, augment="none", augment_on_device=True, mixup_alpha=0.0, cutmix_alpha=0.0,
+                               aux_phylum=False, class_weighting="none", oversample_families=(),
+                               sampling_temperature=1.0)
 
 
 def dataset_info(config: Config) -> pipelines.DatasetInfo:
@@ -73,17 +82,6 @@ def embedding_dataset(features: pipelines.Features, cfg: pipelines.InputConfig, 
         return embeddings, labels, tf.gather(table, families)
 
     return batches.map(with_weights, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def weights_id(config: Config) -> str:
-    """Names the backbone weights for the feature-cache key: a weights file by its content hash, random
-    initialisation by its seed."""
-    if config.weights == "imagenet":
-        return "imagenet"
-    if config.weights == "none":
-        return f"random-seed{config.seed}"
-    digest = hashlib.sha256(pathlib.Path(config.weights).expanduser().read_bytes()).hexdigest()[:16]
-    return f"file-{digest}"
 
 
 def feature_cache_dir(config: Config) -> pathlib.Path:

@@ -8,22 +8,19 @@ same command resumes an interrupted run. Any mistake in the flags or the data en
 exit status 2; `--helpfull` documents every flag.
 """
 
-from absl import app
-from absl import flags as absl_flags
+from trainer import cli
 
-from trainer import flags, train
-from trainer.config import ConfigError
+cli.quiet_native_logs()
+
+from trainer import train  # noqa: E402  (after the log level is set: importing TensorFlow prints)
+from trainer.config import Config  # noqa: E402
 
 PROGRAM = "trainer.main"
 
 
-def main(argv: list[str]) -> None:
-    flags.start_command(PROGRAM, argv)
-    try:
-        train.run(flags.config_from_flags(absl_flags.FLAGS))
-    except ConfigError as error:
-        flags.fail(PROGRAM, str(error))
+def main(config: Config) -> None:
+    train.run(config)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: flags.parse_argv(PROGRAM, argv))
+    cli.run(PROGRAM, main, Config, interrupted="interrupted; rerun the same command to resume")

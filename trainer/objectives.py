@@ -5,12 +5,12 @@ dict), and a distributed dataset cannot be mapped afterwards, so the loss and th
 themselves: one loss and one set of metrics serve both label forms, in training and evaluation alike.
 
 Macro-F1 is the model-selection metric. Keras' F1Score(average="macro") averages over all 202 outputs, so a
-split holding 40 families would score at most 40/202; MacroF1 averages over the classes present in the labels
-seen, which is `sklearn.metrics.f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro")`.
+split holding 40 families would score at most 40/202; MacroF1 streams the one definition of
+trainer/evaluation/metrics.py instead: the average over the classes seen as truth or prediction, i.e.
+`sklearn.metrics.f1_score(y_true, y_pred, average="macro")` (tests check that they agree).
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 
@@ -40,7 +40,8 @@ class SmoothedCrossentropy(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="rare_species")
 class MacroF1(keras.metrics.Metric):
-    """Macro-F1 over the classes with support, from per-class true/false positive and false negative counts.
+    """Macro-F1 over the classes seen as truth or prediction, from per-class true/false positive and false
+    negative counts.
 
     The counts are metric variables, which tf.distribute sums across replicas and workers before `result`, so
     the value is exact over the whole split under any strategy. They are unweighted on purpose: class weights
@@ -63,19 +64,11 @@ class MacroF1(keras.metrics.Metric):
         self.false_positives.assign_add(ops.sum(guess - hits, axis=0))
         self.false_negatives.assign_add(ops.sum(truth - hits, axis=0))
 
-    def _f1_and_support(self):
-        tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
-        return ops.divide_no_nan(2.0 * tp, 2.0 * tp + fp + fn), tp + fn
-
     def result(self):
-        f1, support = self._f1_and_support()
-        present = ops.cast(support > 0, f1.dtype)
-        return ops.divide_no_nan(ops.sum(f1 * present), ops.sum(present))
-
-    def per_class(self) -> tuple[np.ndarray, np.ndarray]:
-        """(F1, support) of every class over the data seen since the last reset (F1 is 0 without support)."""
-        f1, support = self._f1_and_support()
-        return np.asarray(ops.convert_to_numpy(f1)), np.asarray(ops.convert_to_numpy(support)).astype(int)
+        tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
+        seen = 2.0 * tp + fp + fn
+        present = ops.cast(seen > 0, seen.dtype)
+        return ops.divide_no_nan(ops.sum(ops.divide_no_nan(2.0 * tp, seen)), ops.sum(present))
 
     def reset_state(self):
         for variable in (self.true_positives, self.false_positives, self.false_negatives):
@@ -85,26 +78,11 @@ class MacroF1(keras.metrics.Metric):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
-@keras.saving.register_keras_serializable(package="rare_species")
-class OneVsRestAUC(keras.metrics.AUC):
-    """ROC AUC over all (example, class) pairs (micro-averaged one-vs-rest), on class ids or one-hot rows."""
-
-    def __init__(self, num_classes: int, name: str = "auc", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.num_classes = num_classes
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        super().update_state(as_one_hot(y_true, self.num_classes), y_pred, sample_weight)
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes}
-
-
 def family_metrics(num_classes: int, one_hot_labels: bool) -> list[keras.metrics.Metric]:
-    """Macro-F1 (model selection), accuracy, top-5 accuracy and AUC of the family head."""
+    """Macro-F1 (model selection), accuracy and top-5 accuracy of the family head, streamed over each epoch;
+    the figures of a finished run come from trainer/evaluation/metrics.py."""
     if one_hot_labels:
         accuracy, top5 = keras.metrics.CategoricalAccuracy, keras.metrics.TopKCategoricalAccuracy
     else:
         accuracy, top5 = keras.metrics.SparseCategoricalAccuracy, keras.metrics.SparseTopKCategoricalAccuracy
-    return [MacroF1(num_classes), accuracy(name="accuracy"), top5(k=5, name="top5_accuracy"),
-            OneVsRestAUC(num_classes)]
+    return [MacroF1(num_classes), accuracy(name="accuracy"), top5(k=5, name="top5_accuracy")]

@@ -6,7 +6,8 @@ A run is a sequence of phases, each with a fresh optimizer and its own warmup + 
   oversample  optional: families under --oversample_f1_threshold validation F1 are drawn more often.
 Each phase starts from the best checkpoint so far (validation macro-F1) and leaves a done-marker, so rerunning
 an interrupted command skips finished phases and BackupAndRestore resumes the unfinished one mid-way. At the
-end the best checkpoint is evaluated on the test split and saved with its label names.
+end the best checkpoint is evaluated on the validation and test splits with the one metric definition
+(trainer/evaluation/metrics.py, what trainer.evaluate reports too) and saved with its label names.
 
 Under MultiWorkerMirroredStrategy every worker runs this same code on a shared model_dir: only the chief
 writes the run's files, the others save into a scratch directory they delete (trainer/run_dir.py), and every
@@ -20,12 +21,14 @@ import shutil
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import pipelines
 from trainer import callbacks as callbacks_lib
-from trainer import distribute, flags, inputs, models, objectives, schedules
-from trainer.config import Config, ConfigError, validate
+from trainer import distribute, inputs, models, objectives, schedules
+from trainer.config import Config, ConfigError, flagfile_text, validate
+from trainer.evaluation import metrics
 from trainer.run_dir import RunFiles, write_atomically
 
 PHASES = ("phase1", "phase2", "oversample")
@@ -85,7 +88,7 @@ def _claim(files: RunFiles, config: Config, writes: bool = True) -> None:
     writes: False on the non-chief workers of a multi-worker run, which only check. The chief writes the file
     atomically, so a worker sees no file or the whole of it, never a truncated one it would take for other flags.
     """
-    text = flags.flagfile_text(config)
+    text = flagfile_text(config)
     if files.flagfile.exists() and files.flagfile.read_text() != text:
         old, new = (set(t.splitlines()) for t in (files.flagfile.read_text(), text))
         changed = " ".join(sorted(new - old))
@@ -190,7 +193,7 @@ class _Trainer:
         if not phase.cached:
             return (self.classifier.model, inputs.dataset(self.strategy, cfg, config.train_split, True),
                     inputs.dataset(self.strategy, cfg, config.validation_split, False))
-        weights_id, cache_dir = inputs.weights_id(config), inputs.feature_cache_dir(config)
+        weights_id, cache_dir = pipelines.weights_id(config.weights, config.seed), inputs.feature_cache_dir(config)
         batches = []
         for split, training in ((config.train_split, True), (config.validation_split, False)):
             features = pipelines.cached_features(self.classifier.embedder, weights_id, cfg, split, cache_dir)
@@ -198,12 +201,10 @@ class _Trainer:
                                                     training))
         return self.classifier.head, *batches
 
-    def _compile(self, model: keras.Model, rate, one_hot_labels: bool) -> objectives.MacroF1:
-        """Compiles under the strategy (metrics and optimizer make their variables there); returns the family
-        macro-F1 metric, whose per-class counts `weak_families` and `finish` read after an evaluation."""
+    def _compile(self, model: keras.Model, rate, one_hot_labels: bool) -> None:
+        """Compiles under the strategy (metrics and optimizer make their variables there)."""
         config, num_classes = self.config, len(self.info.family_names)
         with self.strategy.scope():
-            metrics = objectives.family_metrics(num_classes, one_hot_labels)
             losses = {"family": objectives.SmoothedCrossentropy(num_classes, config.label_smoothing)}
             loss_weights = {"family": 1.0}
             if config.phylum_head:
@@ -211,9 +212,9 @@ class _Trainer:
                                                                    config.label_smoothing)
                 loss_weights["phylum"] = config.phylum_loss_weight
             optimizer = schedules.optimizer(config.optimizer, rate, config.momentum, config.weight_decay)
-            model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights, metrics={"family": metrics},
+            model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
+                          metrics={"family": objectives.family_metrics(num_classes, one_hot_labels)},
                           jit_compile=config.jit_compile)
-        return metrics[0]
 
     def _load_best(self) -> None:
         """Best checkpoint's layer weights into the model; the optimizer state in the file belongs to the
@@ -224,19 +225,21 @@ class _Trainer:
         if self.files.best_weights.exists():
             model.load_weights(self.files.best_weights, objects_to_skip=[optimizer] if optimizer else None)
 
-    def _evaluate_best(self, splits: Sequence[str], cfg: pipelines.InputConfig) -> list[tuple[dict, dict]]:
-        """For each split: the best checkpoint's metrics, and the F1 of each family present there."""
+    def _predict_best(self, split: str, cfg: pipelines.InputConfig) -> tuple[np.ndarray, np.ndarray]:
+        """(family ids, family probabilities) of every example of the split under the best checkpoint, through
+        the serving model on the evaluation view, as trainer.evaluate sees the saved model.keras.
+
+        A plain loop outside the strategy: the variables read their local copies and no collective op runs,
+        so each worker of a multi-worker run gets the same numbers on its own."""
         self._load_best()
-        macro_f1 = self._compile(self.classifier.model, 0.0, cfg.soft_labels)
-        evaluations = []
-        for split in splits:
-            print(f"evaluating the best checkpoint on {split}")
-            results = self.classifier.model.evaluate(inputs.dataset(self.strategy, cfg, split, False),
-                                                     return_dict=True)
-            f1, support = macro_f1.per_class()
-            per_family = {name: float(f1[i]) for i, name in enumerate(self.info.family_names) if support[i]}
-            evaluations.append(({name: float(value) for name, value in results.items()}, per_family))
-        return evaluations
+        serving = self.classifier.serving
+        probabilities_of = tf.function(lambda images: serving(images, training=False)["family"],
+                                       reduce_retracing=True)
+        labels, probabilities = [], []
+        for images, families in pipelines.make_dataset(inputs.evaluation_view(cfg), split, training=False):
+            probabilities.append(probabilities_of(images).numpy())
+            labels.append(families.numpy())
+        return np.concatenate(labels).astype(np.int64), np.concatenate(probabilities)
 
     def weak_families(self) -> tuple[str, ...]:
         """Families whose validation F1 under the best checkpoint is below --oversample_f1_threshold, chosen
@@ -244,10 +247,11 @@ class _Trainer:
         chosen = self.files.oversampled_families
         [exists] = self._agree(chosen.exists())
         if not exists:
-            # Every worker evaluates (collective ops) and gets the same counts, summed over all of them.
-            [(_, per_family)] = self._evaluate_best([self.config.validation_split],
-                                                    inputs.input_config(self.config))
-            weak = sorted(name for name, f1 in per_family.items() if f1 < self.config.oversample_f1_threshold)
+            labels, probabilities = self._predict_best(self.config.validation_split,
+                                                       inputs.input_config(self.config))
+            f1, support = metrics.per_class_f1(labels, probabilities.argmax(axis=1), len(self.info.family_names))
+            weak = sorted(name for name, score, count in zip(self.info.family_names, f1, support)
+                          if count and score < self.config.oversample_f1_threshold)
             print(f"oversample: {len(weak)} families under validation F1 {self.config.oversample_f1_threshold}: "
                   f"{', '.join(weak) or 'none'}")
             if self.chief:
@@ -256,10 +260,15 @@ class _Trainer:
         return tuple(json.loads(chosen.read_text()))
 
     def finish(self) -> dict:
-        """Evaluates the best checkpoint on validation and test, saves the serving model, labels and metrics."""
+        """Evaluates the best checkpoint on validation and test (trainer/evaluation/metrics.py, the numbers
+        trainer.evaluate reports), saves the serving model, labels and metrics."""
         config, files = self.config, self.files
-        (validation, _), (test, test_per_family) = self._evaluate_best(
-            [config.validation_split, config.test_split], inputs.input_config(config))
+        cfg = inputs.input_config(config)
+        evaluated = {}
+        for name, split in (("validation", config.validation_split), ("test", config.test_split)):
+            print(f"evaluating the best checkpoint on {split}")
+            evaluated[name] = self._predict_best(split, cfg)
+        test_f1, test_support = metrics.per_class_f1(*_ids(evaluated["test"]), len(self.info.family_names))
         # Every worker saves (saving may run collective ops); only the chief's copy is kept.
         model_file = (self.scratch or files).model
         model_file.parent.mkdir(parents=True, exist_ok=True)
@@ -272,9 +281,9 @@ class _Trainer:
             write_atomically(files.labels, json.dumps(label_names, indent=1))
         results = {
             "best_val_macro_f1": callbacks_lib.best_logged(files.history(PHASES), self.monitor),
-            "validation": validation,
-            "test": test,
-            "test_f1_per_family": test_per_family,
+            **{name: metrics.headline_metrics(*pair) for name, pair in evaluated.items()},
+            "test_f1_per_family": {name: float(score) for name, score, count in
+                                   zip(self.info.family_names, test_f1, test_support) if count},
             "phases": {phase: done for phase in PHASES if (done := files.read_done(phase))},
             "strategy": distribute.public_name(self.strategy),
             "replicas": self.strategy.num_replicas_in_sync,
@@ -290,6 +299,12 @@ class _Trainer:
         return results
 
 
+def _ids(evaluated: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(true ids, predicted ids) from (true ids, probabilities)."""
+    labels, probabilities = evaluated
+    return labels, probabilities.argmax(axis=1)
+
+
 def summary_table(results: dict) -> str:
     """A few lines a person reads at the end of a run: per-phase epochs and best validation macro-F1, then the
     best checkpoint's validation and test metrics."""
@@ -297,7 +312,7 @@ def summary_table(results: dict) -> str:
     for phase, summary in results["phases"].items():
         best = summary["best_val_macro_f1"]
         lines.append(f"{phase:<12}{summary['epochs']:>8}{'-' if best is None else f'{best:.4f}':>20}")
-    names = [name for name in results["test"] if name.endswith(("macro_f1", "accuracy", "auc", "loss"))]
+    names = list(results["test"])
     width = max(len(name) for name in names) + 2
     lines.append("")
     lines.append(f"{'split':<12}" + "".join(f"{name:>{width}}" for name in names))

@@ -22,26 +22,6 @@ import tensorflow_datasets as tfds
 
 from tfds_rarespecies import catalog, labels, preparing, report, splits
 
-_DESCRIPTION = """
-Encyclopedia of Life "Rare Species" images: 11,983 photos of 400 IUCN-listed species in 202 families and
-5 phyla (Animalia), with their taxonomy. Images are stored re-encoded as JPEG with the short side resized to
-the config's size (never upscaled), so training never decodes a full-size file again. Splits are stratified
-by family (80/10/10 by default), deterministic, and keep exact and near-duplicate images within one split.
-`taxon_class`, `order`, `genus`, `species` (scientific name) and `common_name` are empty when the download
-has no taxonomy (course layout without rare_species_taxonomy.csv beside metadata.csv); the license fields are
-empty without metadata/licenses.csv.
-"""
-
-_CITATION = """
-@misc{rare_species_2023,
-  author = {Stevens, Samuel and Wu, Jiaman and Thompson, Matthew J. and Campolongo, Elizabeth G. and others},
-  title = {Rare Species Dataset},
-  year = {2023},
-  publisher = {Hugging Face},
-  doi = {10.57967/hf/1981},
-}
-"""
-
 _MANUAL_DOWNLOAD_INSTRUCTIONS = """
 Download the Rare Species images (the course zip with metadata.csv, or Imageomics' rare_species with
 metadata/rarespecies-catalog.csv) and put the zip or its extracted folder in `manual_dir`
@@ -124,11 +104,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "phash": text,
         }
         return self.dataset_info_from_configs(
-            description=_DESCRIPTION,
             features=tfds.features.FeaturesDict(features),
             supervised_keys=("image", "family"),
             homepage="https://huggingface.co/datasets/imageomics/rare-species",
-            citation=_CITATION,
             metadata=tfds.core.MetadataDict(),
         )
 

@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 
 import pipelines
-from tests.test_pipelines_tinydata import COLOURS, CONFIG, COUNTS, NAME
-from tests.test_pipelines_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
+from tests.pipelines.test_tinydata import COLOURS, CONFIG, COUNTS, NAME
+from tests.pipelines.test_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
 from tests.conftest import free_ports
 
-ROOT = pathlib.Path(__file__).parents[1]
+ROOT = pathlib.Path(__file__).parents[2]
 BATCH = 4  # per replica
 TIMEOUT = 240
 

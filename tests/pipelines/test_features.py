@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import pipelines
-from tests.test_pipelines_tinydata import CONFIG, COUNTS, NAME
-from tests.test_pipelines_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
+from tests.pipelines.test_tinydata import CONFIG, COUNTS, NAME
+from tests.pipelines.test_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
 
 
 class CountingPool(keras.layers.Layer):

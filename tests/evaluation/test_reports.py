@@ -1,4 +1,4 @@
-"""trainer.reports on crafted arrays: numbers against scikit-learn, hand-checked taxonomy and calibration
+"""The evaluation room's metrics and reports on crafted arrays: numbers against scikit-learn, hand-checked taxonomy and calibration
 figures, and the report files a person opens."""
 
 import json
@@ -10,7 +10,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from tfds_rarespecies import labels as label_lists
-from trainer import reports
+from trainer.evaluation import metrics, reports
 
 FAMILIES = label_lists.families()
 FAMILY_TO_PHYLUM = label_lists.family_to_phylum()
@@ -29,7 +29,7 @@ def _crafted(examples: int, classes: int = 8, seed: int = 0) -> tuple[np.ndarray
 def test_headline_metrics_equal_scikit_learn():
     labels, probabilities = _crafted(500)
     predictions = probabilities.argmax(axis=1)
-    got = reports.headline_metrics(labels, probabilities)
+    got = metrics.headline_metrics(labels, probabilities)
     assert got["accuracy"] == pytest.approx(skm.accuracy_score(labels, predictions))
     assert got["macro_f1"] == pytest.approx(skm.f1_score(labels, predictions, average="macro"))
     assert got["top5_accuracy"] == pytest.approx(skm.top_k_accuracy_score(labels, probabilities, k=5))
@@ -42,13 +42,13 @@ def test_macro_auc_averages_the_present_classes_only():
     labels[labels == 7] = 6
     present = np.unique(labels)
     expected = np.mean([skm.roc_auc_score(labels == c, probabilities[:, c]) for c in present])
-    assert reports.headline_metrics(labels, probabilities)["macro_auc"] == pytest.approx(expected)
+    assert metrics.headline_metrics(labels, probabilities)["macro_auc"] == pytest.approx(expected)
 
 
 def test_per_class_table_matches_scikit_learn_worst_first():
     labels, probabilities = _crafted(400)
     predictions = probabilities.argmax(axis=1)
-    table = reports.per_class_table(labels, predictions, FAMILIES, FAMILY_TO_PHYLUM)
+    table = metrics.per_class_table(labels, predictions, FAMILIES, FAMILY_TO_PHYLUM)
     expected = skm.classification_report(labels, predictions, output_dict=True, zero_division=0)
     for row in table.itertuples():
         scores = expected[str(FAMILIES.index(row.family))]
@@ -63,21 +63,21 @@ def test_bootstrap_interval_holds_the_estimate_and_narrows_with_more_data():
     for examples in (100, 2000):
         labels, probabilities = _crafted(examples, seed=examples)
         predictions = probabilities.argmax(axis=1)
-        intervals = reports.bootstrap_intervals(labels, predictions, resamples=200, seed=0)
-        point = reports.headline_metrics(labels, probabilities)
+        intervals = metrics.bootstrap_intervals(labels, predictions, resamples=200, seed=0)
+        point = metrics.headline_metrics(labels, probabilities)
         for name, (low, high) in intervals.items():
             assert low <= point[name] <= high
         widths[examples] = intervals["accuracy"][1] - intervals["accuracy"][0]
-        assert reports.bootstrap_intervals(labels, predictions, resamples=200, seed=0) == intervals
+        assert metrics.bootstrap_intervals(labels, predictions, resamples=200, seed=0) == intervals
     assert widths[2000] < widths[100] / 2
 
 
 def test_confusion_counts_sum_to_the_split_and_top_confusions_share_the_true_class():
     labels = np.array([0, 0, 0, 0, 1, 1, 2])
     predictions = np.array([0, 1, 1, 2, 1, 1, 0])
-    confusion = reports.confusion_counts(labels, predictions, num_classes=5)
+    confusion = metrics.confusion_counts(labels, predictions, num_classes=5)
     assert confusion.shape == (5, 5) and confusion.sum() == len(labels)
-    table = reports.top_confusions(confusion, FAMILIES, FAMILY_TO_PHYLUM)
+    table = metrics.top_confusions(confusion, FAMILIES, FAMILY_TO_PHYLUM)
     assert table.iloc[0][["true", "predicted", "count"]].tolist() == [FAMILIES[0], FAMILIES[1], 2]
     assert table.iloc[0]["share_of_true"] == pytest.approx(0.5)
     assert table["count"].sum() == np.sum(labels != predictions)
@@ -88,7 +88,7 @@ def test_taxonomy_metrics_on_a_hand_checked_example():
     assert [FAMILY_TO_PHYLUM[n] for n in ids] == ["cnidaria", "cnidaria", "chordata", "chordata"]
     truth = ["acroporidae", "acroporidae", "agariciidae", "accipitridae", "accipitridae", "acipenseridae"]
     guess = ["acroporidae", "agariciidae", "agariciidae", "acipenseridae", "acroporidae", "acipenseridae"]
-    got = reports.taxonomy_metrics(np.array([ids[n] for n in truth]), np.array([ids[n] for n in guess]),
+    got = metrics.taxonomy_metrics(np.array([ids[n] for n in truth]), np.array([ids[n] for n in guess]),
                                    FAMILIES, FAMILY_TO_PHYLUM)
     assert got["phylum_accuracy"] == pytest.approx(5 / 6)
     assert got["errors"] == 3
@@ -111,16 +111,16 @@ def _confidence_set(confidences, accuracies, per_level: int = 100, classes: int 
 
 def test_expected_calibration_error_is_zero_when_calibrated_and_positive_when_over_confident():
     levels = (0.35, 0.5, 0.7, 0.9, 1.0)
-    assert reports.expected_calibration_error(*_confidence_set(levels, levels)) == pytest.approx(0, abs=1e-9)
-    over = reports.expected_calibration_error(*_confidence_set((0.95, 0.99), (0.5, 0.6)))
+    assert metrics.expected_calibration_error(*_confidence_set(levels, levels)) == pytest.approx(0, abs=1e-9)
+    over = metrics.expected_calibration_error(*_confidence_set((0.95, 0.99), (0.5, 0.6)))
     assert over == pytest.approx(((0.95 - 0.5) + (0.99 - 0.6)) / 2)
-    bins = reports.reliability_bins(*_confidence_set(levels, levels))
-    assert len(bins) == reports.CALIBRATION_BINS and bins["count"].sum() == 500
+    bins = metrics.reliability_bins(*_confidence_set(levels, levels))
+    assert len(bins) == metrics.CALIBRATION_BINS and bins["count"].sum() == 500
 
 
 def test_confident_mistakes_are_wrong_and_surest_first():
     labels, probabilities = _crafted(200)
-    indices = reports.confident_mistakes(labels, probabilities, limit=10)
+    indices = metrics.confident_mistakes(labels, probabilities, limit=10)
     assert len(indices) == 10
     assert np.all(probabilities[indices].argmax(axis=1) != labels[indices])
     assert np.all(np.diff(probabilities[indices].max(axis=1)) <= 0)
@@ -138,11 +138,11 @@ def test_write_report_writes_every_file_for_all_202_families(tmp_path):
     report = reports.write_report(tmp_path, labels, probabilities, FAMILIES, FAMILY_TO_PHYLUM, title="test",
                                   file_names=file_names, load_images=load_images, extra={"split": "test"},
                                   resamples=50)
-    metrics = json.loads((tmp_path / reports.METRICS_JSON).read_text())
-    assert metrics["split"] == "test" and metrics["examples"] == 400
-    assert {name: metrics[name] for name in reports.GAP_METRICS} == {name: report.metrics[name]
-                                                                     for name in reports.GAP_METRICS}
-    assert metrics["accuracy_ci95"][0] <= metrics["accuracy"] <= metrics["accuracy_ci95"][1]
+    written = json.loads((tmp_path / reports.METRICS_JSON).read_text())
+    assert written["split"] == "test" and written["examples"] == 400
+    assert {name: written[name] for name in metrics.GAP_METRICS} == {name: report.metrics[name]
+                                                                     for name in metrics.GAP_METRICS}
+    assert written["accuracy_ci95"][0] <= written["accuracy"] <= written["accuracy_ci95"][1]
     for name in (reports.CONFUSION_PNG, reports.RELIABILITY_PNG, reports.MISTAKES_PNG):
         with Image.open(tmp_path / name) as image:
             image.verify()
@@ -154,7 +154,7 @@ def test_write_report_writes_every_file_for_all_202_families(tmp_path):
     assert list(confusions.columns) == ["true", "predicted", "count", "share_of_true", "same_phylum"]
     page = (tmp_path / reports.MISTAKES_HTML).read_text()
     sources = [part.split('"', 1)[0] for part in page.split('src="')[1:]]
-    assert len(sources) == len(loaded) == reports.GALLERY_SIZE
+    assert len(sources) == len(loaded) == metrics.GALLERY_SIZE
     assert all((tmp_path / source).is_file() for source in sources)
     summary = reports.format_summary(report, heading="test split")
     assert "macro-F1" in summary and "top confusions" in summary and len(summary.splitlines()) <= 15
@@ -165,7 +165,7 @@ def test_nan_metrics_are_written_as_null(tmp_path):
     probabilities = np.tile(np.eye(6)[0], (4, 1))
     report = reports.write_report(tmp_path, labels, probabilities, FAMILIES, FAMILY_TO_PHYLUM, resamples=10)
     assert np.isnan(report.metrics["macro_auc"])
-    metrics = json.loads((tmp_path / reports.METRICS_JSON).read_text())
-    assert metrics["macro_auc"] is None and metrics["accuracy"] == 1.0
+    written = json.loads((tmp_path / reports.METRICS_JSON).read_text())
+    assert written["macro_auc"] is None and written["accuracy"] == 1.0
     summary = reports.format_summary(report)
     assert "no family errors" in summary and "nan%" not in summary

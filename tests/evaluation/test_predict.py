@@ -16,8 +16,8 @@ from PIL import Image
 
 from pipelines import images as pipeline_images
 from tfds_rarespecies import labels
-from trainer import predict, serving
-from tests.test_evaluate import trained_run  # noqa: F401  (the fixture: a tiny run of the real trainer)
+from trainer import cli
+from trainer.evaluation import predict, serving
 
 TOP_K = 3
 GOOD_FILES = ("cmyk.jpg", "gray.jpg", "photo.jpg", "sub/png_named.jpg")
@@ -63,7 +63,7 @@ def test_center_square_is_the_pipelines_evaluation_view():
 
 def test_folder_with_a_broken_file_predicts_the_others_to_csv(trained_run, photo_folder, tmp_path, capsys):
     output = tmp_path / "out" / "predictions.csv"
-    assert predict.run(trained_run, [str(photo_folder)], TOP_K, str(output)) == 0
+    predict.run(trained_run, [str(photo_folder)], TOP_K, str(output))
     skipped = _skipped_lines(capsys.readouterr().err)
     assert len(skipped) == 1 and "truncated.jpg: truncated" in skipped[0]
     with output.open(newline="") as stream:
@@ -79,28 +79,28 @@ def test_folder_with_a_broken_file_predicts_the_others_to_csv(trained_run, photo
 
 def test_glob_to_json_and_table(trained_run, photo_folder, tmp_path, capsys):
     output = tmp_path / "predictions.json"
-    assert predict.run(trained_run, [str(photo_folder / "*.jpg")], TOP_K, str(output)) == 0
+    predict.run(trained_run, [str(photo_folder / "*.jpg")], TOP_K, str(output))
     entries = json.loads(output.read_text())
     assert [entry["file"] for entry in entries] == [str(photo_folder / name) for name in GOOD_FILES[:3]]
     for entry in entries:
         _check_ranked(entry["predictions"])
     capsys.readouterr()
-    assert predict.run(trained_run, [str(photo_folder / "photo.jpg")], TOP_K) == 0
+    predict.run(trained_run, [str(photo_folder / "photo.jpg")], TOP_K)
     table = capsys.readouterr().out.splitlines()
     assert table[0] == str(photo_folder / "photo.jpg") and len(table) == 1 + TOP_K
 
 
-def test_exit_status_and_one_line_errors(trained_run, photo_folder, tmp_path, capsys):
+def test_exit_status_and_one_line_errors(trained_run, photo_folder, tmp_path):
     cases = ((trained_run, [str(photo_folder / "truncated.jpg")], "", predict.EXIT_NOTHING_PREDICTED),
              (trained_run, [str(tmp_path / "nowhere")], "", predict.EXIT_NOTHING_PREDICTED),
              (trained_run, [], "", predict.EXIT_USAGE),
              (trained_run, [str(photo_folder)], "out.xlsx", predict.EXIT_USAGE),
-             (str(tmp_path / "no_run"), [str(photo_folder)], "", predict.EXIT_USAGE))
+             (str(tmp_path / "no_run"), [str(photo_folder)], "", predict.EXIT_USAGE),
+             ("", [str(photo_folder)], "", predict.EXIT_USAGE))
     for model_dir, inputs, output, status in cases:
-        capsys.readouterr()
-        assert predict.run(model_dir, inputs, TOP_K, output) == status
-        errors = [line for line in capsys.readouterr().err.splitlines() if " error: " in line]
-        assert len(errors) == 1 and errors[0].startswith(f"{predict.PROGRAM}: error: ")
+        with pytest.raises(cli.UserError) as raised:
+            predict.run(model_dir, inputs, TOP_K, output)
+        assert raised.value.status == status and "\n" not in str(raised.value)
 
 
 _RELOAD = textwrap.dedent("""
@@ -149,3 +149,8 @@ def test_command_line_reports_the_broken_file_once(trained_run, photo_folder, tm
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(_skipped_lines(result.stderr)) == 1
     assert len(json.loads(output.read_text())) == len(GOOD_FILES)
+    nothing = subprocess.run([sys.executable, "-m", "trainer.predict", f"--model_dir={trained_run}",
+                              str(photo_folder / "truncated.jpg")], capture_output=True, text=True, timeout=300)
+    errors = [line for line in nothing.stderr.splitlines() if line.startswith(f"{predict.PROGRAM}: error: ")]
+    assert nothing.returncode == predict.EXIT_NOTHING_PREDICTED and len(errors) == 1
+    assert "Traceback" not in nothing.stderr

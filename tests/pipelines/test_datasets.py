@@ -9,8 +9,8 @@ import tensorflow as tf
 
 import pipelines
 from pipelines import augmentation, backbones, balancing, datasets, reading
-from tests.test_pipelines_tinydata import COLOURS, CONFIG, COUNTS, FAMILY_IDS, NAME
-from tests.test_pipelines_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
+from tests.pipelines.test_tinydata import COLOURS, CONFIG, COUNTS, FAMILY_IDS, NAME
+from tests.pipelines.test_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
 
 PALETTE = np.array(list(COLOURS.values()), np.float32)
 SIZE = 32

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-REPO = pathlib.Path(__file__).parent.parent
+REPO = pathlib.Path(__file__).parents[2]
 EPOCHS = 20
 
 

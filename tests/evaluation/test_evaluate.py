@@ -9,49 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from PIL import Image
 
-from trainer import evaluate, reports, serving
-from trainer import flags as run_flags
-from trainer.config import Config
-
-
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, tiny_data_dir) -> str:
-    """A baseline CNN at 32 px trained by trainer.train.run on the tiny dataset like configs/demo.flags
-    trains (phase 1 on cached embeddings, then every layer), so the saved model is the demo's kind.
-
-    Trained once per test process: the run directory lives at a fixed place under the session's temp root, so
-    test_predict.py (which imports this fixture) reuses it.
-    """
-    from trainer import train
-
-    model_dir = tmp_path_factory.getbasetemp() / "trained_run"
-    if not (model_dir / "model.keras").exists():
-        train.run(Config(data_dir=tiny_data_dir, dataset_config="small_128", model_dir=str(model_dir),
-                         backbone="baseline_cnn", weights="none", image_size=32, dense_units=0, batch_size=16,
-                         phase1_epochs=1, phase1_cached_features=True, phase1_learning_rate=1e-2,
-                         phase2_epochs=1, unfreeze_layers=-1, phase2_learning_rate=1e-2, warmup_epochs=0,
-                         class_weights="none"))
-    return str(model_dir)
-
-
-@pytest.fixture(scope="session")
-def split_sizes(tiny_data_dir) -> dict[str, int]:
-    builder = tfds.builder("rare_species", config="small_128", data_dir=tiny_data_dir)
-    return {name: split.num_examples for name, split in builder.info.splits.items()}
+from trainer import cli
+from trainer.evaluation import evaluate, metrics, reports, serving
 
 
 def test_evaluate_writes_every_report_file(trained_run, split_sizes, capsys):
     report = evaluate.evaluate(evaluate.EvaluationConfig(trained_run, split="test", gap=True, tta=("flip",),
                                                          resamples=50))
     out_dir = pathlib.Path(trained_run) / "eval" / "test"
-    metrics = json.loads((out_dir / reports.METRICS_JSON).read_text())
-    assert metrics["examples"] == split_sizes["test"] == report.metrics["examples"]
-    assert metrics["split"] == "test" and metrics["tta"] == ["flip"]
-    assert set(metrics["gap"]) == set(reports.GAP_METRICS) and set(metrics["train"]) == set(reports.GAP_METRICS)
-    assert metrics["accuracy_ci95"][0] <= metrics["accuracy"] <= metrics["accuracy_ci95"][1]
+    written = json.loads((out_dir / reports.METRICS_JSON).read_text())
+    assert written["examples"] == split_sizes["test"] == report.metrics["examples"]
+    assert written["split"] == "test" and written["tta"] == ["flip"]
+    assert set(written["gap"]) == set(metrics.GAP_METRICS) and set(written["train"]) == set(metrics.GAP_METRICS)
+    assert written["accuracy_ci95"][0] <= written["accuracy"] <= written["accuracy_ci95"][1]
     assert pd.read_csv(out_dir / reports.PER_CLASS_CSV)["support"].sum() == split_sizes["test"]
     pd.read_csv(out_dir / reports.CONFUSIONS_CSV)
     for name in (reports.CONFUSION_PNG, reports.RELIABILITY_PNG, reports.MISTAKES_PNG):
@@ -59,7 +31,7 @@ def test_evaluate_writes_every_report_file(trained_run, split_sizes, capsys):
             image.verify()
     page = (out_dir / reports.MISTAKES_HTML).read_text()
     sources = [part.split('"', 1)[0] for part in page.split('src="')[1:]]
-    assert len(sources) == min(metrics["errors"], reports.GALLERY_SIZE)
+    assert len(sources) == min(written["errors"], metrics.GALLERY_SIZE)
     assert all((out_dir / source).is_file() for source in sources)
     summary = capsys.readouterr().out
     assert "macro-F1" in summary and str(out_dir) in summary
@@ -108,5 +80,5 @@ def test_command_line_prints_the_summary(trained_run):
     assert (pathlib.Path(trained_run) / "eval" / "validation" / reports.METRICS_JSON).is_file()
     missing = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--model_dir=/nonexistent/run"],
                              capture_output=True, text=True, timeout=300)
-    assert missing.returncode == run_flags.EXIT_USAGE
+    assert missing.returncode == cli.EXIT_USAGE
     assert missing.stderr.strip().splitlines()[-1].startswith("trainer.evaluate: error: /nonexistent/run")

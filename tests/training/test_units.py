@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from trainer import distribute, flags, inputs, models, objectives, schedules
+from trainer import config as config_lib
+from trainer import distribute, inputs, models, objectives, schedules
 from trainer.config import Config, ConfigError, validate
+from trainer.evaluation import metrics
 
-REPO = pathlib.Path(__file__).parent.parent
+REPO = pathlib.Path(__file__).parents[2]
 TINY = dict(backbone="mobilenetv2", image_size=32, weights="none", model_dir="unused")
 
 
@@ -19,20 +21,20 @@ def test_flagfile_round_trips_every_field(tmp_path):
     config = Config(backbone="xception", image_size=111, phylum_head=True, phylum_loss_weight=0.25,
                     phase2_learning_rate=3.5e-06, data_dir="/data with space", jit_compile=True,
                     model_dir="runs/x")
-    text = flags.flagfile_text(config)
+    text = config_lib.flagfile_text(config)
     assert len(text.splitlines()) == len(dataclasses.fields(Config))
     (tmp_path / "flags.txt").write_text(text)
-    assert flags.parse([f"--flagfile={tmp_path / 'flags.txt'}"]) == config
+    assert config_lib.parse([f"--flagfile={tmp_path / 'flags.txt'}"]) == config
 
 
-# configs/tune_*.flags add the tuner's flags; tests/test_tune.py parses those.
+# configs/tune_*.flags add the tuner's flags; tests/tuning parses those.
 TRAINER_FLAGFILES = sorted(path for path in (REPO / "configs").glob("*.flags") if not path.stem.startswith("tune_"))
 
 
 @pytest.mark.parametrize("flagfile", TRAINER_FLAGFILES, ids=lambda p: p.stem)
 def test_shipped_flagfiles_parse_and_validate(flagfile, monkeypatch):
     monkeypatch.chdir(REPO)  # nested --flagfile=configs/... lines are relative to the repo root
-    config = flags.parse([f"--flagfile={flagfile}", "--model_dir=runs/x"])
+    config = config_lib.parse([f"--flagfile={flagfile}", "--model_dir=runs/x"])
     validate(config)
     assert config.input_size >= config.backbone_spec.min_input_size
 
@@ -48,7 +50,10 @@ def test_shipped_flagfiles_parse_and_validate(flagfile, monkeypatch):
     (dict(phase1_epochs=0, phase2_epochs=0), "nothing to train"),
     (dict(backbone="resnet9000"), "--backbone=resnet9000: choose one of"),
     (dict(model_dir=""), "--model_dir is empty"),
-    (dict(train_cache_gib=-1.0), "--train_cache_gib=-1.0: must be >= 0"),
+    (dict(train_cache_gib=-1.0), "--train_cache_gib=-1.0: must be at least 0"),
+    (dict(phase1_epochs=-1), "--phase1_epochs=-1: must be at least 0"),
+    (dict(sampling_temperature=1.5), "--sampling_temperature=1.5: must be at most 1"),
+    (dict(batch_size=0), "--batch_size=0: must be at least 1"),
 ])
 def test_validate_names_the_flag(changes, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):
@@ -60,21 +65,25 @@ def test_train_cache_gib_becomes_the_pipeline_budget_in_bytes():
     assert inputs.input_config(dataclasses.replace(Config(**TINY), train_cache_gib=0)).train_cache_bytes == 0
 
 
-def test_macro_f1_matches_sklearn_over_classes_present():
+def test_streamed_macro_f1_is_the_metric_modules_definition():
+    """The Keras metric that selects checkpoints equals trainer/evaluation/metrics.py's macro-F1 (scikit-learn's:
+    over the classes seen as truth or prediction), also when a class is predicted but absent from the truth."""
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 7, 300)  # classes 7..11 never occur: left out of the average, like labels= below
+    labels = rng.integers(0, 7, 300)  # classes 7..11 never occur as truth
     scores = rng.random((300, 12)).astype("float32")
     scores[np.arange(300), labels] += rng.random(300).astype("float32")
+    scores[:5, 9] = 5.0  # class 9 is predicted five times but never true: it must count, as a zero F1
+    predictions = scores.argmax(1)
     metric = objectives.MacroF1(12)
     for start in range(0, 300, 64):
         metric.update_state(labels[start:start + 64], scores[start:start + 64])
-    expected = f1_score(labels, scores.argmax(1), labels=np.unique(labels), average="macro")
+    expected = metrics.macro_f1(labels, predictions)
+    assert expected == pytest.approx(f1_score(labels, predictions, average="macro"))
+    assert expected < f1_score(labels, predictions, labels=np.unique(labels), average="macro")
     assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
     one_hot = objectives.MacroF1(12)
     one_hot.update_state(np.eye(12)[labels], scores)
     assert float(one_hot.result()) == pytest.approx(expected, abs=1e-6)
-    f1, support = metric.per_class()
-    assert support.sum() == 300 and np.all(f1[7:] == 0)
 
 
 def test_smoothed_crossentropy_takes_ids_and_one_hot_alike():

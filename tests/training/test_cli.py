@@ -10,7 +10,7 @@ import pytest
 
 from trainer.config import Config
 
-REPO = pathlib.Path(__file__).parent.parent
+REPO = pathlib.Path(__file__).parents[2]
 
 
 def trainer_main(*args: str) -> subprocess.CompletedProcess:
