@@ -8,14 +8,16 @@ STAMP := $(VENV)/.installed-stamp
 DEMO := .demo
 SAMPLE_IMAGE := tfds_rarespecies/rare_species/dummy_data/arthropoda_apidae/20647903_1065369_eol-full-size-copy.jpg
 # What `tfds build` prints that nobody needs: TensorFlow's C++ start-up lines (printed while TensorFlow is
-# imported, before TF_CPP_MIN_LOG_LEVEL applies: tensorflow/tensorflow#100442) and Beam's note on GCP clients.
-# Our own commands drop them themselves (trainer/cli.py); `make demo TF_LOGS=1` shows everything.
-NATIVE_NOISE := ^(WARNING: All log messages before absl::InitializeLog|[IE][0-9]{4} |To enable the following instructions|WARNING:root:apitools not found)
+# imported, before TF_CPP_MIN_LOG_LEVEL applies: tensorflow/tensorflow#100442), Beam's note on GCP clients,
+# TFDS' INFO lines and its repr of the DatasetInfo (the build report says what was written, and where). Our own
+# commands keep their console quiet themselves (trainer/cli.py); `make demo TF_LOGS=1` shows everything.
+NATIVE_NOISE := ^(WARNING: All log messages before absl::InitializeLog|[IEW][0-9]{4} |To enable the following instructions|WARNING:root:apitools not found)
+TFDS_NOISE := /^(INFO\[|WARNING\[file_utils.py\]: Variant folder)/d; /^tfds.core.DatasetInfo\(/,/^\)$$/d
 ifdef TF_LOGS
 QUIET_BUILD :=
 export TF_CPP_MIN_LOG_LEVEL := 0
 else
-QUIET_BUILD := 2> >(grep -v -E '$(NATIVE_NOISE)' >&2)
+QUIET_BUILD := 2> >(grep --line-buffered -v -E '$(NATIVE_NOISE)' >&2) | sed -u -E '$(TFDS_NOISE)'
 endif
 
 .PHONY: venv demo test clean
@@ -33,7 +35,6 @@ demo: $(STAMP)
 	$(VENV)/bin/tfds build tfds_rarespecies/rare_species --config=small_128 \
 	  --manual_dir=tfds_rarespecies/rare_species/dummy_data --data_dir=$(DEMO)/data \
 	  --download_dir=$(DEMO)/downloads $(QUIET_BUILD)
-	$(PY) -m tfds_rarespecies.summary --data_dir=$(DEMO)/data --config=small_128
 	$(PY) -m trainer.main --flagfile=configs/demo.flags --data_dir=$(DEMO)/data --model_dir=$(DEMO)/run
 	$(PY) -m trainer.evaluate --model_dir=$(DEMO)/run --data_dir=$(DEMO)/data --split=test
 	$(PY) -m trainer.serving --model_dir=$(DEMO)/run

@@ -6,6 +6,7 @@ backbone's input scale is written down exactly once. Each `preprocessing` entry 
 """
 
 import dataclasses
+import os
 
 import tensorflow as tf
 
@@ -93,3 +94,14 @@ def get_backbone(name: str) -> Backbone:
     except KeyError:
         raise ValueError(
             f"unknown backbone {name!r}: choose one of {', '.join(sorted(BACKBONES))}") from None
+
+
+def weights_problem(spec: Backbone, weights: str) -> str | None:
+    """Why `weights` (imagenet, none, or a weights file) cannot initialise the backbone, as the one flag
+    message the trainer and the audit show; None when it can."""
+    if weights == "imagenet" and spec.application is None:
+        return f"--weights=imagenet: {spec.name} has no pretrained weights; use --weights=none or a weights file"
+    if weights not in ("imagenet", "none") and not os.path.isfile(os.path.expanduser(weights)):
+        return (f"--weights={weights}: no such file; give a .weights.h5 of {spec.name} without top, or imagenet, "
+                "or none")
+    return None

@@ -50,15 +50,19 @@ def load_builder(cfg: InputConfig) -> tfds.core.DatasetBuilder:
 
 @functools.cache
 def _prepared_builder(dataset_name: str, dataset_config: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    where = data_dir or "the default TFDS data_dir"
     try:
         builder = tfds.builder(dataset_name, config=dataset_config, data_dir=data_dir)
         prepared = builder.is_prepared()
     except tfds.core.registered.DatasetNotFoundError:
         prepared = False
+    except ValueError:  # TFDS knows no config of that name: neither shipped nor built in data_dir
+        shipped = ", ".join(tfds.builder_cls(dataset_name).builder_configs)
+        raise DatasetNotBuiltError(f"{dataset_name} has no config {dataset_config}, neither shipped ({shipped}) "
+                                   f"nor built in {where}: choose one of those or build it") from None
     if not prepared:
         raise DatasetNotBuiltError(
-            f"{dataset_name}/{dataset_config} is not built in "
-            f"{data_dir or 'the default TFDS data_dir'}: run `tfds build {dataset_name} "
+            f"{dataset_name}/{dataset_config} is not built in {where}: run `tfds build {dataset_name} "
             f"--imports=tfds_rarespecies --config={dataset_config} "
             f"--manual_dir=DOWNLOAD_DIR --data_dir={data_dir or '~/tensorflow_datasets'}`")
     return builder

@@ -10,7 +10,7 @@ import collections
 import sys
 
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import app, flags, logging
 
 import tfds_rarespecies  # noqa: F401  (registers rare_species)
 
@@ -43,6 +43,8 @@ def summarize(data_dir: str | None, config: str) -> str:
 
 
 def main(argv):
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TFDS logs an INFO line for every split it opens
     if len(argv) > 1:
         sys.exit(f"{PROGRAM}: error: unexpected arguments {' '.join(argv[1:])}: every setting is a --flag")
     try:

@@ -115,6 +115,19 @@ def from_flags(flag_values: flags.FlagValues, settings_type):
     return settings_type(**values)
 
 
+def check_fields(settings, error: type[UserError] = UserError) -> None:
+    """The choices and bounds the flags enforce, for settings built in code (tuner trials, tests, notebooks),
+    which no flag parser saw; raises `error` naming the first flag out of range."""
+    for item in _flag_fields(type(settings)):
+        meta, value, name = item.metadata, getattr(settings, item.name), flag_name(item)
+        if meta["choices"] and value not in meta["choices"]:
+            raise error(f"--{name}={value}: choose one of {', '.join(meta['choices'])}")
+        if meta["lower"] is not None and value < meta["lower"]:
+            raise error(f"--{name}={value}: must be at least {meta['lower']}")
+        if meta["upper"] is not None and value > meta["upper"]:
+            raise error(f"--{name}={value}: must be at most {meta['upper']}")
+
+
 def parse(argv: Sequence[str], *settings_types, program: str = "rare_species"):
     """Settings from arguments without the program name (e.g. ["--flagfile=runs/x/flags.txt"]), through a
     private FlagValues; one value per settings type, or the value alone for one type."""
@@ -168,6 +181,7 @@ def run(program: str, main: Callable, *settings_types, positional: bool = False,
         # TFDS logs one INFO line per dataset opened, which buries the progress bars: --verbosity shows them.
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
+            logging.get_absl_logger().addFilter(_drop_library_notes)
         if len(argv) > 1 and not positional:
             fail(program, f"unexpected arguments {' '.join(argv[1:])}: every setting is a --flag")
         settings = [from_flags(flags.FLAGS, settings_type) for settings_type in settings_types]
@@ -185,6 +199,16 @@ def run(program: str, main: Callable, *settings_types, positional: bool = False,
         sys.exit(status or 0)
 
     app.run(start, flags_parser=parse_argv)
+
+
+# Warnings libraries log about their own code: TFDS' PartialDecoding (which pipelines read with) compares
+# FeatureConnector.dtype, which TFDS itself deprecates, each time a split is opened.
+_LIBRARY_NOTES = ("`FeatureConnector.dtype` is deprecated",)
+
+
+def _drop_library_notes(record) -> bool:
+    message = record.getMessage()
+    return not any(note in message for note in _LIBRARY_NOTES)
 
 
 class Terminated(KeyboardInterrupt):

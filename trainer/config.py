@@ -8,7 +8,6 @@ config back as the flagfile that reproduces it.
 
 import dataclasses
 import os
-import pathlib
 
 from pipelines import augmentation, backbones, balancing
 from trainer import cli
@@ -137,10 +136,6 @@ class Config:
         return self.weights != "none"
 
 
-def fields() -> tuple[dataclasses.Field, ...]:
-    return dataclasses.fields(Config)
-
-
 def flagfile_text(config: Config) -> str:
     """The flagfile that reproduces config (model_dir/flags.txt): every field, defaults included."""
     return cli.flagfile_text(config)
@@ -151,29 +146,18 @@ def parse(argv: list[str]) -> Config:
     return cli.parse(argv, Config, program="trainer.main")
 
 
-def check_fields(settings) -> None:
-    """The choices and bounds the flags enforce, for settings built in code (tuner trials, tests); raises
-    ConfigError naming the first flag out of range."""
-    for item in dataclasses.fields(settings):
-        meta, value = item.metadata, getattr(settings, item.name)
-        if meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(f"--{item.name}={value}: choose one of {', '.join(meta['choices'])}")
-        if meta.get("lower") is not None and value < meta["lower"]:
-            raise ConfigError(f"--{item.name}={value}: must be at least {meta['lower']}")
-        if meta.get("upper") is not None and value > meta["upper"]:
-            raise ConfigError(f"--{item.name}={value}: must be at most {meta['upper']}")
-
-
 def validate(config: Config) -> None:
     """Raises ConfigError on the first contradiction, naming the flag to change."""
-    check_fields(config)
+    cli.check_fields(config, ConfigError)
     if not config.model_dir:
         raise ConfigError("--model_dir is empty: name the run directory, e.g. --model_dir=runs/incv3")
     spec = config.backbone_spec
     if config.image_size and config.image_size < spec.min_input_size:
         raise ConfigError(f"--image_size={config.image_size} is below {spec.name}'s minimum "
                           f"{spec.min_input_size}: use --image_size>={spec.min_input_size}")
-    _validate_weights(config, spec)
+    problem = backbones.weights_problem(spec, config.weights)
+    if problem:
+        raise ConfigError(problem)
     if config.phylum_head != (config.phylum_loss_weight > 0):
         raise ConfigError(f"--phylum_loss_weight={config.phylum_loss_weight} with --phylum_head="
                           f"{config.phylum_head}: set both (--phylum_head --phylum_loss_weight=0.3) or neither")
@@ -193,12 +177,3 @@ def validate(config: Config) -> None:
                           f"--oversample_epochs={config.oversample_epochs}: nothing to train; give a phase epochs")
     if config.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
         raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task)")
-
-
-def _validate_weights(config: Config, spec: backbones.Backbone) -> None:
-    if config.weights == "imagenet" and spec.application is None:
-        raise ConfigError(f"--weights=imagenet: {spec.name} has no pretrained weights; use --weights=none")
-    if config.weights not in ("imagenet", "none") and not pathlib.Path(config.weights).expanduser().is_file():
-        raise ConfigError(f"--weights={config.weights}: no such file; give a .weights.h5 of {spec.name} without "
-                          "top, or imagenet, or none")
-
