@@ -22,8 +22,9 @@ import optuna
 from absl import app, flags, logging
 
 from benchmarks import replica_data, table
-from trainer import flags as trainer_flags
-from trainer import inputs, tune
+from trainer import cli, inputs
+from trainer.config import Config
+from trainer.tuning.settings import Settings
 
 _WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/rare_species_tune_bench", "Replica, dataset and studies go here.")
 _FAMILIES = flags.DEFINE_integer("families", 20, "Families in the replica.")
@@ -40,10 +41,10 @@ def run_study(base, work_dir: pathlib.Path, name: str, cached: bool) -> dict:
     """One `python -m trainer.tune` study in a child process: its wall time and its trials."""
     config = dataclasses.replace(base, phase1_cached_features=cached, model_dir="",
                                  feature_cache_dir=str(work_dir / f"{name}_features"))
-    settings = tune.Settings(study_name=name, n_trials=_TRIALS.value, search_space="head", sampler="random",
-                             pruner="none", tune_dir=str(work_dir / "studies"))
+    settings = Settings(study_name=name, n_trials=_TRIALS.value, search_space="head", sampler="random",
+                        pruner="none", tune_dir=str(work_dir / "studies"))
     flagfile = work_dir / f"{name}.flags"
-    flagfile.write_text(trainer_flags.flagfile_text(config) + tune.settings_text(settings))
+    flagfile.write_text(cli.flagfile_text(config, settings))
     print(f"study {name} ({'cached embeddings' if cached else 'images'}) ...", flush=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     started, cpu_started = time.perf_counter(), table.cpu_seconds()
@@ -67,7 +68,7 @@ def main(argv):
     work_dir = pathlib.Path(_WORK_DIR.value)
     work_dir.mkdir(parents=True, exist_ok=True)
     data_dir = replica_data.build_replica(work_dir, _FAMILIES.value, _PER_FAMILY.value)
-    base = dataclasses.replace(trainer_flags.config_from_flags(flags.FLAGS), data_dir=data_dir,
+    base = dataclasses.replace(cli.from_flags(flags.FLAGS, Config), data_dir=data_dir,
                                dataset_config="small_128", phase1_epochs=_EPOCHS.value,
                                early_stopping_patience=_EPOCHS.value, strategy="one_device")
     runs = {True: [], False: []}
@@ -118,6 +119,7 @@ def report(base, images: list[dict], cached: list[dict], data_dir: str) -> str:
 
 
 if __name__ == "__main__":
+    cli.define_flags(flags.FLAGS, Config)
     for name, value in BENCH_DEFAULTS.items():
         flags.FLAGS.set_default(name, value)
     app.run(main)
