@@ -82,14 +82,19 @@ def cached_features(model: keras.Model, weights_id: str, cfg: InputConfig, split
 
 
 def _forward(model: keras.Model, cfg: InputConfig, split: str, num_examples: int) -> Features:
+    """Every example once, in stored order, through the model called directly (not `predict_on_batch`): under a
+    multi-replica strategy Keras' predict functions split and regather each batch, which is not one row per
+    image; a direct call reads the variables' local copies and returns exactly one row per image, whatever
+    strategy built the model, so the cache (whose key ignores the strategy) holds the same numbers."""
     plain = dataclasses.replace(cfg, augment_on_device=False, mixup_alpha=0.0, cutmix_alpha=0.0,
                                 aux_phylum=True, class_weighting="none")
     batches = datasets.make_dataset(plain, split, training=False, with_file_names=True)
+    embed = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32), reduce_retracing=True)
     embeddings, families, phyla, names = [], [], [], []
     total = math.ceil(num_examples / cfg.batch_size)
     for images, labels, file_names in tqdm.tqdm(batches, total=total, desc=f"features {cfg.backbone} {split}",
                                                 unit="batch"):
-        embeddings.append(np.asarray(model.predict_on_batch(images), dtype=np.float32))
+        embeddings.append(embed(images).numpy())
         families.append(labels["family"].numpy())
         phyla.append(labels["phylum"].numpy())
         names.append(file_names.numpy().astype(str))

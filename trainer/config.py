@@ -175,5 +175,9 @@ def validate(config: Config) -> None:
     if config.phase1_epochs + config.phase2_epochs + config.oversample_epochs <= 0:
         raise ConfigError(f"--phase1_epochs={config.phase1_epochs} --phase2_epochs={config.phase2_epochs} "
                           f"--oversample_epochs={config.oversample_epochs}: nothing to train; give a phase epochs")
+    if config.jit_compile and config.augment_on_device and config.augment != "none":
+        raise ConfigError(f"--jit_compile with --augment_on_device --augment={config.augment}: XLA has no kernel "
+                          "for the augmentation's flip/rotation/zoom warp (ImageProjectiveTransformV3); use "
+                          "--noaugment_on_device (the same augmentation in tf.data) or --nojit_compile")
     if config.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
         raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task)")

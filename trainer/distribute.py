@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from trainer.config import ConfigError
+
 
 def split_cpu(devices: int) -> None:
     """Splits the CPU into `devices` logical devices, so mirrored training can be tested without GPUs.
@@ -41,6 +43,19 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored" or (name == "auto" and len(devices) > 1):
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.OneDeviceStrategy(devices[0])
+
+
+def check_supported(strategy: tf.distribute.Strategy, jit_compile: bool) -> None:
+    """Refuses, in one ConfigError line before anything is written, a flag the strategy cannot run: XLA-compiled
+    steps (--jit_compile) under several replicas fail in their first step, reading a variable another replica
+    holds (tensorflow.org/xla/known_issues; with mixed_float16 on GPUs too, keras-team/keras#21366). Keras'
+    own jit_compile="auto" turns XLA off under any tf.distribute strategy for the same reason. Checked once the
+    strategy exists, since --strategy=auto becomes mirrored only on a machine with several GPUs."""
+    replicas = strategy.num_replicas_in_sync
+    if jit_compile and replicas > 1:
+        raise ConfigError(f"--jit_compile under {public_name(strategy)} with {replicas} replicas: XLA-compiled "
+                          "steps cannot read the variables other replicas hold; use --nojit_compile (or "
+                          "--strategy=one_device to compile on one device)")
 
 
 def multi_worker_requested(name: str) -> bool:

@@ -59,6 +59,7 @@ def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
                           "caches the result, which several workers cannot share: use "
                           "--nophase1_cached_features with --strategy=multi_worker or TF_CONFIG")
     strategy = distribute.make_strategy(config.strategy)
+    distribute.check_supported(strategy, config.jit_compile)
     info = inputs.dataset_info(config)
     files = RunFiles(pathlib.Path(config.model_dir).expanduser())
     _claim(files, config, writes=distribute.is_chief(strategy))
@@ -225,21 +226,26 @@ class _Trainer:
         if self.files.best_weights.exists():
             model.load_weights(self.files.best_weights, objects_to_skip=[optimizer] if optimizer else None)
 
-    def _predict_best(self, split: str, cfg: pipelines.InputConfig) -> tuple[np.ndarray, np.ndarray]:
-        """(family ids, family probabilities) of every example of the split under the best checkpoint, through
-        the serving model on the evaluation view, as trainer.evaluate sees the saved model.keras.
+    def _predict_best(self, splits: Sequence[str], cfg: pipelines.InputConfig
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each split, (family ids, family probabilities) of every example under the best checkpoint,
+        through the serving model on the evaluation view, as trainer.evaluate sees the saved model.keras.
 
         A plain loop outside the strategy: the variables read their local copies and no collective op runs,
-        so each worker of a multi-worker run gets the same numbers on its own."""
+        so each worker of a multi-worker run gets the same numbers on its own. One trace for every batch size."""
         self._load_best()
-        serving = self.classifier.serving
+        serving, size = self.classifier.serving, self.config.input_size
         probabilities_of = tf.function(lambda images: serving(images, training=False)["family"],
-                                       reduce_retracing=True)
-        labels, probabilities = [], []
-        for images, families in pipelines.make_dataset(inputs.evaluation_view(cfg), split, training=False):
-            probabilities.append(probabilities_of(images).numpy())
-            labels.append(families.numpy())
-        return np.concatenate(labels).astype(np.int64), np.concatenate(probabilities)
+                                       input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        evaluated = []
+        for split in splits:
+            print(f"evaluating the best checkpoint on {split}")
+            labels, probabilities = [], []
+            for images, families in pipelines.make_dataset(inputs.evaluation_view(cfg), split, training=False):
+                probabilities.append(probabilities_of(images).numpy())
+                labels.append(families.numpy())
+            evaluated.append((np.concatenate(labels).astype(np.int64), np.concatenate(probabilities)))
+        return evaluated
 
     def weak_families(self) -> tuple[str, ...]:
         """Families whose validation F1 under the best checkpoint is below --oversample_f1_threshold, chosen
@@ -247,8 +253,8 @@ class _Trainer:
         chosen = self.files.oversampled_families
         [exists] = self._agree(chosen.exists())
         if not exists:
-            labels, probabilities = self._predict_best(self.config.validation_split,
-                                                       inputs.input_config(self.config))
+            [(labels, probabilities)] = self._predict_best([self.config.validation_split],
+                                                           inputs.input_config(self.config))
             f1, support = metrics.per_class_f1(labels, probabilities.argmax(axis=1), len(self.info.family_names))
             weak = sorted(name for name, score, count in zip(self.info.family_names, f1, support)
                           if count and score < self.config.oversample_f1_threshold)
@@ -263,11 +269,8 @@ class _Trainer:
         """Evaluates the best checkpoint on validation and test (trainer/evaluation/metrics.py, the numbers
         trainer.evaluate reports), saves the serving model, labels and metrics."""
         config, files = self.config, self.files
-        cfg = inputs.input_config(config)
-        evaluated = {}
-        for name, split in (("validation", config.validation_split), ("test", config.test_split)):
-            print(f"evaluating the best checkpoint on {split}")
-            evaluated[name] = self._predict_best(split, cfg)
+        evaluated = dict(zip(("validation", "test"), self._predict_best(
+            [config.validation_split, config.test_split], inputs.input_config(config))))
         test_f1, test_support = metrics.per_class_f1(*_ids(evaluated["test"]), len(self.info.family_names))
         # Every worker saves (saving may run collective ops); only the chief's copy is kept.
         model_file = (self.scratch or files).model

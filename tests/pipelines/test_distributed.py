@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -63,6 +64,16 @@ def test_mirrored_strategy_batches_per_replica_and_evaluates_each_example_once(t
                                          "plain": sum(COUNTS["validation"])}
 
 
+def test_features_cached_under_mirrored_equal_one_device_row_for_row(tiny_data_dir_standin, tmp_path):  # noqa: F811
+    """A model built under MirroredStrategy fills the feature cache with one row per image, in stored order,
+    equal to the same weights on one device (11 validation images: batches of 4, 4 and 3 over 2 replicas)."""
+    report, = _run_workers("mirrored", tiny_data_dir_standin, tmp_path, [None])
+    features = report["features"]
+    assert features["shape"] == [sum(COUNTS["validation"]), 6] and features["labels"] == sum(COUNTS["validation"])
+    assert features["same_rows"]
+    assert features["max_difference"] <= 1e-5
+
+
 @pytest.mark.slow
 def test_multi_worker_shards_are_disjoint_and_cover_the_split(tiny_data_dir_standin, tmp_path):  # noqa: F811
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
@@ -108,6 +119,8 @@ def _worker(mode: str, data_dir: str, out_path: str) -> None:
         strategy, pipelines.distributed_dataset(strategy, cfg, "validation", False))
     report["run_train_global_batch"] = _examples_seen_by_strategy_run(
         strategy, pipelines.distributed_dataset(strategy, cfg, "train", True), steps=1)
+    if mode == "mirrored":
+        report["features"] = _features_under_strategy(strategy, cfg, pathlib.Path(out_path).parent / "features")
     if mode == "mirrored":  # Keras 3 fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585)
         plain_train = pipelines.make_dataset(cfg, "train", True, strategy=strategy)
         report["plain_global_batch_size"] = int(plain_train.element_spec[0].shape[0])
@@ -117,6 +130,28 @@ def _worker(mode: str, data_dir: str, out_path: str) -> None:
             "plain": _keras_examples_seen(strategy, plain_train,
                                           pipelines.make_dataset(cfg, "validation", False, strategy=strategy))}
     pathlib.Path(out_path).write_text(json.dumps(report))
+
+
+def _features_under_strategy(strategy, cfg, cache_dir) -> dict:
+    """The feature cache filled by a model built under the strategy, against the same weights on one device."""
+    keras.utils.set_random_seed(0)
+
+    def build():
+        inputs = keras.Input((32, 32, 3))
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3)(inputs)))
+
+    with strategy.scope():
+        replicated = build()
+    single = build()
+    single.set_weights(replicated.get_weights())
+    cached = pipelines.cached_features(replicated, "seeded", cfg, "validation", cache_dir)
+    direct = list(pipelines.make_dataset(cfg, "validation", False, with_file_names=True).as_numpy_iterator())
+    expected = np.concatenate([single(images).numpy() for images, _, _ in direct])
+    same_rows = (np.array_equal(cached.labels, np.concatenate([labels for _, labels, _ in direct]))
+                 and np.array_equal(cached.file_names.astype(bytes), np.concatenate([n for _, _, n in direct])))
+    aligned = cached.embeddings.shape == expected.shape
+    return {"shape": list(cached.embeddings.shape), "labels": len(cached.labels), "same_rows": bool(same_rows),
+            "max_difference": float(np.abs(cached.embeddings - expected).max()) if aligned else float("inf")}
 
 
 def _examples_seen_by_strategy_run(strategy, dataset, steps=None) -> int:

@@ -47,10 +47,14 @@ def metrics(model_dir: pathlib.Path) -> dict:
 
 
 @pytest.mark.slow
-def test_mirrored_on_two_devices_matches_one_device_at_the_same_global_batch(tiny_data_dir, tmp_path):
-    trainer_main(*HEAD_ONLY, f"--data_dir={tiny_data_dir}", f"--model_dir={tmp_path / 'one'}",
+@pytest.mark.parametrize("cached", [False, True], ids=["images", "cached_features"])
+def test_mirrored_on_two_devices_matches_one_device_at_the_same_global_batch(tiny_data_dir, tmp_path, cached):
+    """Also with phase 1 on cached embeddings, which a model built under MirroredStrategy computes (the cache
+    once held two rows per image there)."""
+    head_only = [*HEAD_ONLY, f"--{'' if cached else 'no'}phase1_cached_features"]
+    trainer_main(*head_only, f"--data_dir={tiny_data_dir}", f"--model_dir={tmp_path / 'one'}",
                  "--strategy=one_device", "--batch_size=4")
-    trainer_main(*HEAD_ONLY, f"--data_dir={tiny_data_dir}", f"--model_dir={tmp_path / 'two'}",
+    trainer_main(*head_only, f"--data_dir={tiny_data_dir}", f"--model_dir={tmp_path / 'two'}",
                  "--strategy=mirrored", "--cpu_devices=2", "--batch_size=2")
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert (one["replicas"], two["replicas"]) == (1, 2)
