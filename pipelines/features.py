@@ -112,9 +112,12 @@ def _load(path: pathlib.Path, key: dict) -> Features | None:
 
 
 def _save(path: pathlib.Path, key: dict, features: Features) -> None:
-    """Writes beside the target and renames, so a concurrent reader never sees half a file."""
+    """Writes beside the target, flushes to disk and renames, so a concurrent reader, or a run after a kill at
+    any instant, never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
         np.savez(handle, key=json.dumps(key, sort_keys=True), embeddings=features.embeddings,
                  labels=features.labels, phyla=features.phyla, file_names=features.file_names)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(handle.name, path)

@@ -3,12 +3,14 @@
 model_dir/
   flags.txt                      the resolved flags (a flagfile reproducing the run)
   checkpoints/best.weights.h5    best validation macro-F1 over all phases so far
-  backup/<phase>/                BackupAndRestore state while a phase runs (removed when it completes)
+  backup/<phase>/                BackupAndRestore state while a phase runs (removed when it completes), kept
+                                 double; an unreadable one is set aside as backup/<phase>.unreadable-<time>
   logs/<phase>.csv               one row per epoch (CSVLogger, appended across restarts)
   logs/<phase>.done.json         written when a phase completes: a rerun skips the phase
   logs/oversample.families.json  the families the oversampling phase draws more often
   tensorboard/<phase>/           TensorBoard event files
   model.keras, labels.json       the best model (takes float 0..255 images) and its output names
+  failure.json                   why the last run stopped early (a non-finite loss), with its phase and epoch
   metrics.json                   validation and test results
   workertemp_<task>/             multi-worker runs only: a non-chief worker's own saves, deleted right after
 
@@ -16,13 +18,16 @@ Under MultiWorkerMirroredStrategy every worker shares model_dir but only the chi
 others save their backups, checkpoints and final model (saving runs collective ops, so every worker must) in
 workertemp_<task>/ and delete it after each save; they read the chief's files only after a collective barrier
 (trainer.distribute.agree), so never half-written.
+
+Every file a later run reads is written whole or not at all (replace_atomically: temporary name, fsync,
+rename), except the resume state, which Keras writes itself and keeps double (the previous state beside it).
 """
 
 import dataclasses
 import json
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -63,6 +68,10 @@ class RunFiles:
         return self.model_dir / "logs" / f"{phase}.done.json"
 
     @property
+    def failure(self) -> pathlib.Path:
+        return self.model_dir / "failure.json"
+
+    @property
     def oversampled_families(self) -> pathlib.Path:
         return self.model_dir / "logs" / "oversample.families.json"
 
@@ -89,7 +98,17 @@ class RunFiles:
 
 def write_atomically(path: pathlib.Path, text: str) -> None:
     """Writes text so that a reader (another worker, a resumed run) sees the old file or the whole new one."""
+    replace_atomically(path, lambda partial: partial.write_text(text))
+
+
+def replace_atomically(path: pathlib.Path, write: Callable[[pathlib.Path], object], suffix: str = "") -> None:
+    """Calls write(temporary path) beside `path`, flushes it to disk and renames it over `path`: a kill at any
+    instant leaves the old file or the whole new one, never half of one.
+
+    suffix: what the temporary name must end with for the writer (Keras wants `.weights.h5`, `.keras`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial{suffix}")
+    write(partial)
+    with open(partial, "rb") as written:
+        os.fsync(written.fileno())
     os.replace(partial, path)

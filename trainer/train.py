@@ -29,7 +29,7 @@ from trainer import callbacks as callbacks_lib
 from trainer import distribute, inputs, models, objectives, schedules
 from trainer.config import Config, ConfigError, flagfile_text, validate
 from trainer.evaluation import metrics
-from trainer.run_dir import RunFiles, write_atomically
+from trainer.run_dir import RunFiles, replace_atomically, write_atomically
 
 PHASES = ("phase1", "phase2", "oversample")
 
@@ -179,13 +179,13 @@ class _Trainer:
                           constant_rate=config.lr_schedule == "constant", patience=config.early_stopping_patience,
                           plateau_patience=config.plateau_patience, best_so_far=best_before,
                           first_step=self.epochs_done, on_epoch_end=self.on_epoch_end, extra=self.extra_callbacks,
-                          scratch=self.scratch, barrier=lambda: distribute.barrier(self.strategy)))
+                          restart=self._load_best, scratch=self.scratch,
+                          barrier=lambda: distribute.barrier(self.strategy)))
         if phase.cached:
             # The head trained alone; early stopping restored its best epoch, which the full model now holds.
             best_now = callbacks_lib.best_logged(self.files.history([phase.name]), self.monitor)
             if best_before is None or best_now > best_before:
-                self.files.best_weights.parent.mkdir(parents=True, exist_ok=True)
-                classifier.model.save_weights(self.files.best_weights)
+                replace_atomically(self.files.best_weights, classifier.model.save_weights, suffix=".weights.h5")
 
     def _fit_inputs(self, phase: Phase, cfg: pipelines.InputConfig):
         """(model to fit, training batches, validation batches): images through the full model, or cached
@@ -273,9 +273,7 @@ class _Trainer:
             [config.validation_split, config.test_split], inputs.input_config(config))))
         test_f1, test_support = metrics.per_class_f1(*_ids(evaluated["test"]), len(self.info.family_names))
         # Every worker saves (saving may run collective ops); only the chief's copy is kept.
-        model_file = (self.scratch or files).model
-        model_file.parent.mkdir(parents=True, exist_ok=True)
-        self.classifier.serving.save(model_file)
+        replace_atomically((self.scratch or files).model, self.classifier.serving.save, suffix=".keras")
         self._clear_scratch()
         label_names = {"family": list(self.info.family_names)}
         if config.phylum_head:
