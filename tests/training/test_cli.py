@@ -1,6 +1,7 @@
 """`python -m trainer.main` as a user meets it: --helpfull, and one error line with exit status 2 per mistake."""
 
 import dataclasses
+import json
 import os
 import pathlib
 import subprocess
@@ -41,3 +42,28 @@ def test_mistakes_end_in_one_error_line(args, message, tmp_path):
     assert len(errors) == 1 and message.format(empty=empty) in errors[0]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+_IMPORT_EVERY_MODULE = """
+import pkgutil, importlib, json
+from absl import app, flags, logging  # the libraries' own flags (absl's logging, TF's, TFDS') are not ours
+import tensorflow, tensorflow_datasets, optuna, keras
+before = set(flags.FLAGS)
+import trainer
+names = [m.name for m in pkgutil.walk_packages(trainer.__path__, "trainer.") if not m.name.endswith("__main__")]
+for name in names:
+    importlib.import_module(name)
+print(json.dumps({"modules": names, "defined": sorted(set(flags.FLAGS) - before)}))
+"""
+
+
+def test_importing_any_trainer_module_defines_no_flag():
+    """Flags belong to the entry points (cli.run under __main__); a library import leaves absl's FLAGS alone."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", _IMPORT_EVERY_MODULE], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"trainer.train", "trainer.tune", "trainer.tuning.worker", "trainer.evaluation.serving",
+            "trainer.audit.run"} <= set(report["modules"])
+    assert report["defined"] == []
