@@ -30,10 +30,10 @@ class InputConfig:
         in training and evaluation alike, so one loss serves both.
       sampling_temperature: class-balanced sampling, p_c proportional to n_c ** T (1 = natural, 0 = uniform).
       oversample_families: family names whose images appear 1 + oversample_extra_views times per epoch.
-      class_weighting: "none", "balanced", "sqrt" or "effective_number": training batches then carry sample
+      class_weights: "none", "balanced", "sqrt" or "effective_number": training batches then carry sample
         weights (Keras' class_weight cannot reach distributed datasets or two-head labels).
       class_weight_beta: beta of the effective-number scheme.
-      aux_phylum: labels become {"family": ..., "phylum": ...} for a two-head model.
+      phylum_head: labels become {"family": ..., "phylum": ...} for a two-head model.
       shuffle_buffer: example-level shuffle buffer (after the file-level shuffle).
       cache_eval: cache decoded evaluation images in memory when they fit (pipelines.datasets.EVAL_CACHE_BYTES).
       train_cache_bytes: keep the decoded stored training images in memory when a pipeline's share of them fits
@@ -56,9 +56,9 @@ class InputConfig:
     sampling_temperature: float = 1.0
     oversample_families: tuple[str, ...] = ()
     oversample_extra_views: int = 2
-    class_weighting: str = "none"
+    class_weights: str = "none"
     class_weight_beta: float = 0.999
-    aux_phylum: bool = False
+    phylum_head: bool = False
     shuffle_buffer: int = 2048
     cache_eval: bool = True
     train_cache_bytes: int = DEFAULT_TRAIN_CACHE_BYTES
@@ -74,8 +74,8 @@ class InputConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         augmentation.check_name(self.augment)
-        if self.class_weighting != "none":
-            balancing.check_scheme(self.class_weighting)
+        if self.class_weights != "none":
+            balancing.check_scheme(self.class_weights)
         if not 0.0 <= self.sampling_temperature <= 1.0:
             raise ValueError(f"sampling_temperature must be in [0, 1], got {self.sampling_temperature}")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:

@@ -40,8 +40,8 @@ def make_dataset(cfg: InputConfig, split: str, training: bool, strategy: tf.dist
 
     images: float32 (B, S, S, 3), scaled for cfg.backbone (0..255 when cfg.augment_on_device).
     labels: int32 family ids, or one-hot float32 with MixUp/CutMix (cfg.soft_labels); a dict
-      {"family", "phylum"} of those when cfg.aux_phylum.
-    sample_weights: float32 (B,), training batches only, when cfg.class_weighting is set.
+      {"family", "phylum"} of those when cfg.phylum_head.
+    sample_weights: float32 (B,), training batches only, when cfg.class_weights is set.
     Without input_context the batch is global (cfg.batch_size x strategy's replicas); with one (from
     distribute_datasets_from_function) it is per replica and the pipeline reads only its shard.
     with_file_names: yield (images, labels, file_names) instead (never sample weights): for prediction
@@ -164,8 +164,8 @@ class _ModelInputs:
         self.seed = tf.constant([cfg.seed + 1, pipeline_id], tf.int64)
         self.backbone = backbones.get_backbone(cfg.backbone)
         self.weights = None
-        if training and cfg.class_weighting != "none" and not with_file_names:
-            weights = balancing.class_weights(reading.label_counts(cfg, split), cfg.class_weighting,
+        if training and cfg.class_weights != "none" and not with_file_names:
+            weights = balancing.class_weights(reading.label_counts(cfg, split), cfg.class_weights,
                                               cfg.class_weight_beta)
             self.weights = tf.constant(balancing.weight_vector(weights, self.num_families))
 
@@ -184,7 +184,7 @@ class _ModelInputs:
             labels, weights = targets["labels"], targets.get("weights")
         if self.scales:
             pixels = self.backbone.preprocess(pixels)
-        labels = labels if cfg.aux_phylum else labels["family"]
+        labels = labels if cfg.phylum_head else labels["family"]
         if self.with_file_names:
             return pixels, labels, batch["file_name"]
         return (pixels, labels) if weights is None else (pixels, labels, weights)

@@ -35,9 +35,9 @@ class Features:
     phyla: np.ndarray
     file_names: np.ndarray
 
-    def dataset(self, batch_size: int, aux_phylum: bool = False, shuffle_seed: int | None = None):
-        """tf.data of (embedding, label) batches (labels {"family", "phylum"} with aux_phylum)."""
-        labels = {"family": self.labels, "phylum": self.phyla} if aux_phylum else self.labels
+    def dataset(self, batch_size: int, phylum_head: bool = False, shuffle_seed: int | None = None):
+        """tf.data of (embedding, label) batches (labels {"family", "phylum"} with phylum_head)."""
+        labels = {"family": self.labels, "phylum": self.phyla} if phylum_head else self.labels
         rows = tf.data.Dataset.from_tensor_slices((self.embeddings, labels))
         if shuffle_seed is not None:
             rows = rows.shuffle(len(self.labels), seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -87,7 +87,7 @@ def _forward(model: keras.Model, cfg: InputConfig, split: str, num_examples: int
     image; a direct call reads the variables' local copies and returns exactly one row per image, whatever
     strategy built the model, so the cache (whose key ignores the strategy) holds the same numbers."""
     plain = dataclasses.replace(cfg, augment_on_device=False, mixup_alpha=0.0, cutmix_alpha=0.0,
-                                aux_phylum=True, class_weighting="none")
+                                phylum_head=True, class_weights="none")
     batches = datasets.make_dataset(plain, split, training=False, with_file_names=True)
     embed = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32), reduce_retracing=True)
     embeddings, families, phyla, names = [], [], [], []

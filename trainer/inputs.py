@@ -23,8 +23,8 @@ def input_config(config: Config, oversample_families: tuple[str, ...] = ()) -> p
         augment_strength=config.augment_strength, augment_on_device=config.augment_on_device,
         mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
         sampling_temperature=config.sampling_temperature, oversample_families=oversample_families,
-        oversample_extra_views=config.oversample_extra_views, class_weighting=config.class_weights,
-        class_weight_beta=config.class_weight_beta, aux_phylum=config.phylum_head,
+        oversample_extra_views=config.oversample_extra_views, class_weights=config.class_weights,
+        class_weight_beta=config.class_weight_beta, phylum_head=config.phylum_head,
         train_cache_bytes=int(config.train_cache_gib * (1 << 30)), deterministic=config.deterministic,
         seed=config.seed)
 
@@ -34,7 +34,7 @@ def evaluation_view(cfg: pipelines.InputConfig) -> pipelines.InputConfig:
     (the model scales them itself) and plain family ids; train.run's final evaluation and trainer.evaluate
     both read it."""
     return dataclasses.replace(cfg, augment="none", augment_on_device=True, mixup_alpha=0.0, cutmix_alpha=0.0,
-                               aux_phylum=False, class_weighting="none", oversample_families=(),
+                               phylum_head=False, class_weights="none", oversample_families=(),
                                sampling_temperature=1.0)
 
 
@@ -66,19 +66,19 @@ def embedding_dataset(features: pipelines.Features, cfg: pipelines.InputConfig, 
     """Cached embeddings shaped like the image batches: (embeddings, labels[, sample_weights]); training
     batches repeat forever (the caller passes steps_per_epoch, as for images) and carry the class weights
     pipelines gives images."""
-    batches = features.dataset(global_batch_size, aux_phylum=cfg.aux_phylum,
+    batches = features.dataset(global_batch_size, phylum_head=cfg.phylum_head,
                                shuffle_seed=cfg.seed if training else None)
     if not training:
         return batches
     batches = batches.repeat()
-    if cfg.class_weighting == "none":
+    if cfg.class_weights == "none":
         return batches
     counts = pipelines.label_counts(cfg, split)
-    weights = pipelines.class_weights(counts, cfg.class_weighting, cfg.class_weight_beta)
+    weights = pipelines.class_weights(counts, cfg.class_weights, cfg.class_weight_beta)
     table = tf.constant(balancing.weight_vector(weights, len(counts)))
 
     def with_weights(embeddings, labels):
-        families = labels["family"] if cfg.aux_phylum else labels
+        families = labels["family"] if cfg.phylum_head else labels
         return embeddings, labels, tf.gather(table, families)
 
     return batches.map(with_weights, num_parallel_calls=tf.data.AUTOTUNE)

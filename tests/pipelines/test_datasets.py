@@ -78,7 +78,7 @@ def test_training_augmentation_changes_images_and_keeps_labels(cfg, train_cache_
 
 @pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
 def test_mixed_labels_sum_to_one_and_match_the_pixels(cfg, mixup_alpha, cutmix_alpha):
-    cfg = dataclasses.replace(cfg, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, aux_phylum=True)
+    cfg = dataclasses.replace(cfg, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, phylum_head=True)
     mixed = 0
     for images, labels in _batches(cfg, "train", True, 6):
         for head in ("family", "phylum"):
@@ -115,7 +115,7 @@ def _settings(layer):
 
 
 def test_class_weights_become_training_sample_weights(cfg):
-    cfg = dataclasses.replace(cfg, class_weighting="balanced")
+    cfg = dataclasses.replace(cfg, class_weights="balanced")
     weights = balancing.class_weights(pipelines.label_counts(cfg), "balanced")
     for images, labels, sample_weights in _batches(cfg, "train", True, 3):
         np.testing.assert_allclose(sample_weights, [weights[label] for label in labels], rtol=1e-6)
@@ -211,7 +211,7 @@ def test_missing_dataset_names_the_build_command(tmp_path):
 
 @pytest.mark.parametrize("fields, message", [
     ({"augment": "heavy"}, "unknown augmentation 'heavy'"),
-    ({"class_weighting": "inverse"}, "unknown class weighting 'inverse'"),
+    ({"class_weights": "inverse"}, "unknown class weighting 'inverse'"),
     ({"sampling_temperature": 2.0}, "sampling_temperature must be in"),
     ({"image_size": 16}, "below baseline_cnn's minimum 32"),
 ])

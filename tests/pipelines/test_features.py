@@ -74,6 +74,6 @@ def test_any_key_change_recomputes(model, cfg, tmp_path, weights, split, fields)
 
 def test_features_feed_a_head(model, cfg, tmp_path):
     features = pipelines.cached_features(model, "random-init", cfg, "train", tmp_path)
-    batches = list(features.dataset(batch_size=16, aux_phylum=True, shuffle_seed=0).as_numpy_iterator())
+    batches = list(features.dataset(batch_size=16, phylum_head=True, shuffle_seed=0).as_numpy_iterator())
     assert sum(len(embeddings) for embeddings, _ in batches) == sum(COUNTS["train"])
     assert set(batches[0][1]) == {"family", "phylum"}
