@@ -5,13 +5,15 @@ found by its base name anywhere under the root, so folder naming never matters. 
 itself fail fast as `MetadataError`: one line naming the file, the row and the column, and what to do.
 """
 
+import codecs
 import dataclasses
+import io
 import os
 import pathlib
 
 import pandas as pd
 
-from tfds_rarespecies import labels
+from tfds_rarespecies import errors, labels
 
 COURSE_METADATA = "metadata.csv"
 COURSE_COLUMNS = ("rare_species_id", "eol_content_id", "eol_page_id", "kingdom", "phylum", "family", "file_path")
@@ -31,7 +33,7 @@ TEXT_COLUMNS = ("rare_species_id", "kingdom", "phylum", "family", "taxon_class",
 CATALOG_COLUMNS = ("row", "eol_content_id", "eol_page_id", *TEXT_COLUMNS, "path")
 
 
-class MetadataError(ValueError):
+class MetadataError(errors.BuildError):
     """The download's metadata is unusable; the message is one line: where, what, and what to do."""
 
 
@@ -87,8 +89,8 @@ def read_download(root: os.PathLike, layout: str) -> Download:
         if (root / IMAGEOMICS_LICENSES).exists():
             table = _join_licenses(table, root / IMAGEOMICS_LICENSES)
     _validate(table, metadata_path)
-    files = _index_image_files(root)
-    table["path"] = [files.get(name) for name in table["file_name"]]
+    files, folders = _index_image_files(root)
+    table["path"] = [files.get(name, folders.get(name)) for name in table["file_name"]]
     named = set(table["file_name"])
     unnamed = sorted(str(path.relative_to(root)) for name, path in files.items() if name not in named)
     return Download(root, layout, metadata_path, table[list(CATALOG_COLUMNS)], unnamed, has_taxonomy)
@@ -114,8 +116,8 @@ def _read_csv(path: pathlib.Path, required: tuple[str, ...]) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise MetadataError(f"{path}: file is empty; download the metadata again")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        frame = pd.read_csv(io.StringIO(_utf8_text(path)), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise MetadataError(f"{path}: not a readable CSV ({exc}); download the metadata again") from None
     missing = [column for column in required if column not in frame.columns]
     if missing:
@@ -126,6 +128,22 @@ def _read_csv(path: pathlib.Path, required: tuple[str, ...]) -> pd.DataFrame:
     frame = frame.apply(lambda column: column.str.strip())
     frame.index = range(2, len(frame) + 2)
     return frame
+
+
+def _utf8_text(path: pathlib.Path) -> str:
+    """The file's text (a leading byte-order mark dropped); bytes that are not UTF-8 fail naming their row.
+
+    pandas' own decoding error gives a byte offset into a read buffer, which no editor can go to; decoding the
+    whole file (metadata files are a few MB) gives the offset in the file, hence the line.
+    """
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise MetadataError(f"{path}: row {line}: byte {column} of the line (0x{data[exc.start]:02x}) is not "
+                            "UTF-8; save the file as UTF-8 (e.g. from a spreadsheet: CSV UTF-8)") from None
 
 
 def _course_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -224,12 +242,16 @@ def _require_values(table: pd.DataFrame, column: str, path: pathlib.Path) -> Non
                             "or remove the row")
 
 
-def _index_image_files(root: pathlib.Path) -> dict[str, pathlib.Path]:
-    """base name -> path of every image file under root; the first in sorted order wins a name clash."""
-    found: dict[str, pathlib.Path] = {}
-    for folder, subfolders, files in os.walk(root):
+def _index_image_files(root: pathlib.Path) -> tuple[dict[str, pathlib.Path], dict[str, pathlib.Path]]:
+    """base name -> path of every image file under root (symlinks included, the first in sorted order wins a
+    name clash), and of every folder named like an image: a row that names one is then skipped as not a file
+    rather than reported missing, which would hide the folder in the way."""
+    files: dict[str, pathlib.Path] = {}
+    folders: dict[str, pathlib.Path] = {}
+    for folder, subfolders, names in os.walk(root):
         subfolders.sort()
-        for name in sorted(files):
-            if name.lower().endswith(IMAGE_SUFFIXES) and name not in found:
-                found[name] = pathlib.Path(folder) / name
-    return found
+        for found, candidates in ((files, sorted(names)), (folders, subfolders)):
+            for name in candidates:
+                if name.lower().endswith(IMAGE_SUFFIXES) and name not in found:
+                    found[name] = pathlib.Path(folder) / name
+    return files, folders

@@ -9,6 +9,7 @@ means every consumer sees the same RGB pixels (same orientation, same background
 import dataclasses
 import hashlib
 import io
+import re
 from typing import NamedTuple
 
 import imagehash
@@ -28,6 +29,8 @@ REASONS = ("empty_file", "not_an_image", "truncated", "too_large", "unreadable")
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"BM")
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 _WHITE = (255, 255, 255, 255)
+# A quoted literal in an exception message, as repr() writes bytes or text: b'\x89PN', 'abc', "it's".
+_QUOTED = re.compile(r"b?'(?:[^'\\]|\\.)*'" r'|b?"(?:[^"\\]|\\.)*"')
 
 
 class DecodeError(Exception):
@@ -136,7 +139,7 @@ def _decode(data: bytes, min_short_side: int | None) -> _Decoded:
         if data.startswith(_IMAGE_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
             message = "starts like an image but Pillow cannot identify it (damaged or cut-off header)"
             raise DecodeError("unreadable", message) from exc
-        raise DecodeError("not_an_image", f"no image format recognised; the file starts with {data[:32]!r}") from exc
+        raise DecodeError("not_an_image", f"no image format recognised in the file's {len(data)} bytes") from exc
     except Exception as exc:
         raise _failure(exc) from exc
     # No `with img:`: closing would invalidate the opened image, which is returned as is when already RGB
@@ -160,8 +163,10 @@ def _decode(data: bytes, min_short_side: int | None) -> _Decoded:
 
 def _failure(exc: Exception) -> DecodeError:
     """Pillow has no exception type for a cut-off file, only messages ("image file is truncated", "Truncated
-    File Read"); everything else it raises while reading is kept verbatim as "unreadable"."""
-    message = f"{type(exc).__name__}: {exc}"
+    File Read"); everything else it raises while reading is "unreadable", with Pillow's message minus what
+    it quotes: some messages quote bytes of the file (a PNG chunk name, a TIFF header), and a message must
+    never carry the file's contents (it ends in the build report and on the console)."""
+    message = f"{type(exc).__name__}: {_QUOTED.sub('...', str(exc))}"
     if isinstance(exc, Image.DecompressionBombError):
         return DecodeError("too_large", message)
     if "truncated" in str(exc).lower():

@@ -9,11 +9,13 @@ which needs all of them before any example is written.
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import multiprocessing
 import os
 import pathlib
+import stat
 import sys
 import types
 from typing import Iterable, Iterator
@@ -21,6 +23,16 @@ from typing import Iterable, Iterator
 import tqdm
 
 from tfds_rarespecies import imaging
+
+
+class NotRegularFile(OSError):
+    """A directory, FIFO, device or socket where an image file was expected."""
+
+
+# Reasons for a file that cannot be read at all (imaging.REASONS are those of bytes that do not decode);
+# "read_error" is any other I/O error. A dangling symlink is "missing_target" as well.
+READ_REASONS = {FileNotFoundError: "missing_target", PermissionError: "permission_denied",
+                NotRegularFile: "not_a_file"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +61,16 @@ class Outcome:
 
 
 def prepare_one(job: Job, short_side: int, quality: int) -> Outcome:
-    """Reads, checks, decodes, resizes and writes one file; never raises for a bad image."""
-    data = pathlib.Path(job.source).read_bytes()
+    """Reads, checks, decodes, resizes and writes one file; never raises for a bad or unreadable file.
+
+    A failure is recorded as a reason word (READ_REASONS, imaging.REASONS) and a detail made of our own words
+    and numbers, never of the file's bytes. Only writing the prepared JPEG may raise: the scratch folder is
+    the build's, and a full disk is no fault of one file.
+    """
+    try:
+        data = _read_regular_file(pathlib.Path(job.source))
+    except OSError as exc:
+        return Outcome(job.file_name, *_read_failure(exc, pathlib.Path(job.source)))
     if job.md5 and hashlib.md5(data).hexdigest() != job.md5:
         return Outcome(job.file_name, "md5_mismatch",
                        f"md5 {hashlib.md5(data).hexdigest()} != licenses.csv md5 {job.md5}")
@@ -61,6 +81,26 @@ def prepare_one(job: Job, short_side: int, quality: int) -> Outcome:
     pathlib.Path(job.target).write_bytes(prepared.jpeg)
     return Outcome(job.file_name, width=prepared.width, height=prepared.height,
                    content_sha256=prepared.content_sha256, phash=prepared.phash)
+
+
+def _read_regular_file(path: pathlib.Path) -> bytes:
+    """The bytes of a regular file (or of a symlink's target); anything else (a folder, FIFO, device) raises
+    NotRegularFile before it is opened: opening a FIFO blocks, and reading a device may never end."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
+        raise NotRegularFile(errno.EINVAL, f"{kind}, not a file")
+    return path.read_bytes()
+
+
+def _read_failure(exc: OSError, path: pathlib.Path) -> tuple[str, str]:
+    """(reason, detail) of a file that could not be read; detail is the operating system's word for it."""
+    if isinstance(exc, FileNotFoundError) and path.is_symlink():
+        return "missing_target", "a symlink whose target does not exist"
+    for kind, reason in READ_REASONS.items():
+        if isinstance(exc, kind):
+            return reason, exc.strerror or type(exc).__name__
+    return "read_error", exc.strerror or type(exc).__name__
 
 
 def prepare_all(jobs: Iterable[Job], short_side: int, quality: int, workers: int = 0) -> Iterator[Outcome]:

@@ -26,6 +26,17 @@ SCHEMES = ("stratified", "species_disjoint")
 NEAR_DUPLICATE_MAX_DISTANCE = 4
 
 
+class TooFewToSplit(ValueError):
+    """Some families have too few images, duplicate groups or species for the split's rules; the message names
+    the first few (sorted) and counts the rest, so it stays one line on a small subset where most fail."""
+
+    SHOWN = 5
+
+    def __init__(self, problem: str, families: list[str]):
+        more = f" and {len(families) - self.SHOWN} more" if len(families) > self.SHOWN else ""
+        super().__init__(f"{problem}: {', '.join(families[:self.SHOWN])}{more}")
+
+
 def duplicate_groups(keys: Sequence[str], families: Sequence[str], content_sha256: Sequence[str],
                      phash: Sequence[str], max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE) -> list[int]:
     """Group id per item, so that copies of one picture can be kept in one split.
@@ -68,8 +79,8 @@ def assign_splits(keys: Sequence[str], families: Sequence[str], groups: Sequence
     species-disjoint and fall back to the stratified split (see species_disjoint_fallback_families).
 
     Families are filled in sorted order; a duplicate group spanning families is placed with the first and
-    counted as already placed by the others. Raises ValueError naming the families with fewer than 3 images,
-    or whose units are too few to reach all three splits.
+    counted as already placed by the others. Raises TooFewToSplit naming the families with fewer than 3
+    images, or whose units are too few to reach all three splits; ValueError for inconsistent arguments.
     """
     _check_split_inputs(keys, families, groups, fractions, species, scheme)
     units, multi_species = list(groups), set()
@@ -221,21 +232,27 @@ def _check_unique(keys: Sequence[str]) -> None:
         raise ValueError(f"keys must be unique; repeated: {', '.join(repeated[:5])}")
 
 
+def check_scheme(scheme: str, fractions: Sequence[float]) -> None:
+    """Raises ValueError unless scheme is one of SCHEMES and fractions are 3 positive numbers summing to 1; the
+    builder asks before decoding anything, so a mistyped config fails at once."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
+    if len(fractions) != len(SPLITS) or min(fractions) <= 0 or not math.isclose(sum(fractions), 1):
+        raise ValueError(f"fractions must be 3 positive numbers summing to 1, got {tuple(fractions)}")
+
+
 def _check_split_inputs(keys, families, groups, fractions, species, scheme) -> None:
     columns = {"keys": keys, "families": families, "groups": groups}
     _check_lengths(**columns, **({} if species is None else {"species": species}))
     _check_unique(keys)
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
+    check_scheme(scheme, fractions)
     if scheme == "species_disjoint" and species is None:
         raise ValueError("the species_disjoint scheme needs species")
-    if len(fractions) != len(SPLITS) or min(fractions) <= 0 or not math.isclose(sum(fractions), 1):
-        raise ValueError(f"fractions must be 3 positive numbers summing to 1, got {tuple(fractions)}")
     sizes = collections.Counter(families)
     small = sorted(family for family, n in sizes.items() if n < len(SPLITS))
     if small:
-        raise ValueError("every family needs at least 3 images to be in train, validation and test: "
-                         + ", ".join(f"{family} ({sizes[family]})" for family in small))
+        raise TooFewToSplit("every family needs at least 3 images to be in train, validation and test",
+                            [f"{family} ({sizes[family]})" for family in small])
 
 
 def _check_every_split(families: Sequence[str], split_of: Sequence[int], scheme: str) -> None:
@@ -245,6 +262,5 @@ def _check_every_split(families: Sequence[str], split_of: Sequence[int], scheme:
         reached[family].add(split)
     short = sorted(family for family, found in reached.items() if len(found) < len(SPLITS))
     if short:
-        raise ValueError(f"{scheme} split cannot put images of every family in train, validation and test: "
-                         f"{', '.join(short)} (too few separate duplicate groups or species); lower the "
-                         "near-duplicate distance or exclude copies")
+        raise TooFewToSplit(f"the {scheme} split cannot put images of every family in train, validation and "
+                            "test (too few separate duplicate groups or species)", short)

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import ExifTags, Image, features
+from PIL import ExifTags, Image, ImageFile, features
 
 from tfds_rarespecies import imaging
 from tfds_rarespecies.imaging import DecodeError, decode_rgb, encode_jpeg, phash_distance, prepare, resize_short_side
@@ -238,9 +238,19 @@ def test_empty_file():
 
 
 @pytest.mark.parametrize("data", [b"hello world\n", b"<!DOCTYPE html><html><body>404 Not Found</body></html>"])
-def test_text_is_not_an_image(data):
+def test_text_is_not_an_image_and_the_message_does_not_quote_it(data):
     failure = decode_failure(data)
-    assert failure.reason == "not_an_image" and data[:10].decode() in str(failure)
+    assert failure.reason == "not_an_image" and data[:5].decode() not in str(failure)
+
+
+def test_pillow_messages_lose_the_file_bytes_they_quote(monkeypatch):
+    """Some Pillow messages quote bytes of the file (PngImagePlugin: "broken PNG file (chunk b'...')")."""
+    def broken(self):
+        raise SyntaxError("broken PNG file (chunk b'SECRET\\x00')")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken)
+    failure = decode_failure(encode(scene(1), "PNG"))
+    assert (failure.reason, str(failure)) == ("unreadable", "SyntaxError: broken PNG file (chunk ...)")
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])

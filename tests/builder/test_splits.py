@@ -217,6 +217,12 @@ def test_family_with_two_images_is_named(items):
         split_of(frame)
 
 
+def test_many_small_families_are_named_in_one_short_line():
+    families = [f"f{i}idae" for i in range(7) for _ in range(2)]
+    with pytest.raises(splits.TooFewToSplit, match=r": f0idae \(2\), .*, f4idae \(2\) and 2 more$"):
+        splits.assign_splits([str(i) for i in range(14)], families, list(range(14)))
+
+
 def test_family_whose_images_are_two_groups_is_named(items):
     frame = pd.concat([items, items.iloc[:3].assign(key=["a.jpg", "b.jpg", "c.jpg"], family="copyidae",
                                                    sha256=["x", "x", "y"])])

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from tfds_rarespecies import catalog, labels, preparing, report, splits
+from tfds_rarespecies import catalog, errors, labels, preparing, report, splits
 
 _MANUAL_DOWNLOAD_INSTRUCTIONS = """
 Download the Rare Species images (the course zip with metadata.csv, or Imageomics' rare_species with
@@ -48,6 +48,9 @@ class RareSpeciesConfig(tfds.core.BuilderConfig):
       exclusions: path of an exclusion CSV (rare_species_id,reason); empty = `exclusions.csv` in the download
         root when there is one.
       num_workers: decoding processes; 0 = every core.
+      follow_symlinks_out: read image files that are symlinks to places outside --manual_dir (e.g. another
+        disk); by default they are skipped as `outside_download`, so a download cannot make the build read,
+        hash and store whatever file on the machine a link points at.
     """
 
     short_side: int = 342
@@ -59,6 +62,12 @@ class RareSpeciesConfig(tfds.core.BuilderConfig):
     strict: bool = False
     exclusions: str = ""
     num_workers: int = 0
+    follow_symlinks_out: bool = False
+
+
+# The integer fields' ranges: (lowest, highest or None).
+_FIELD_RANGES = {"short_side": (1, None), "jpeg_quality": (1, 100), "near_duplicate_distance": (0, 64),
+                 "num_workers": (0, None)}
 
 
 def _configs() -> list[RareSpeciesConfig]:
@@ -110,13 +119,23 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             metadata=tfds.core.MetadataDict(),
         )
 
+    def download_and_prepare(self, **kwargs) -> None:
+        """TFDS' download_and_prepare; under `tfds build` a BuildError ends the command in one line instead of a
+        traceback (errors.py says why here), while a library caller still gets the exception."""
+        with errors.one_line_under_tfds_build():
+            super().download_and_prepare(**kwargs)
+
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         config: RareSpeciesConfig = self.builder_config
-        download = catalog.read_download(*_locate(dl_manager))
+        _check_config(config)
+        manual_dir = _manual_dir(dl_manager)
+        download = catalog.read_download(*_locate(dl_manager, manual_dir))
         table = download.table.copy()
         table["status"], table["reason"], table["detail"], table["split"] = "", "", "", ""
         unmatched = _apply_exclusions(table, _exclusions_path(config, download.root))
         table.loc[(table["status"] == "") & table["path"].isna(), ["status", "reason"]] = ["missing", "no_file"]
+        if not config.follow_symlinks_out:
+            _skip_links_out(table, (manual_dir, download.root))
 
         scratch = pathlib.Path(dl_manager.download_dir) / "rare_species_prepared" / config.name
         shutil.rmtree(scratch, ignore_errors=True)
@@ -126,17 +145,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         _record_outcomes(table, outcomes)
         if config.strict and (table["status"] == "skipped").any():
             row = table[table["status"] == "skipped"].iloc[0]
-            raise ValueError(f"{download.metadata_path}: row {row['row']}: {row['file_name']} skipped "
-                             f"({row['reason']}: {row['detail']}); strict build: fix or exclude the file")
+            raise errors.BuildError(f"{download.metadata_path}: row {row['row']}: {row['file_name']} skipped "
+                                    f"({row['reason']}: {row['detail']}); strict build: fix or exclude the file")
 
         written = table[table["status"] == "written"]
         groups = splits.duplicate_groups(written["file_name"].tolist(), written["family"].tolist(),
                                          written["content_sha256"].tolist(), written["phash"].tolist(),
                                          max_distance=config.near_duplicate_distance)
-        species = written["eol_page_id"].astype(str).tolist()
-        table.loc[written.index, "split"] = splits.assign_splits(
-            written["file_name"].tolist(), written["family"].tolist(), groups, fractions=config.fractions,
-            species=species, scheme=config.split_scheme, seed=config.seed)
+        table.loc[written.index, "split"] = _assign_splits(written, groups, config)
 
         build_report = _make_report(download, table, groups, unmatched, config)
         build_report.check()
@@ -162,9 +178,33 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             yield row.file_name, example
 
 
-def _locate(dl_manager: tfds.download.DownloadManager) -> tuple[pathlib.Path, str]:
+def _check_config(config: RareSpeciesConfig) -> None:
+    """Refuses a field out of its range (a `--config='{...}'` typo) before any file is decoded."""
+    for field, (lower, upper) in _FIELD_RANGES.items():
+        value = getattr(config, field)
+        if not isinstance(value, int) or value < lower or (upper is not None and value > upper):
+            bounds = f"from {lower} to {upper}" if upper is not None else f"at least {lower}"
+            raise errors.BuildError(f"--config={config.name}: field {field} is {value!r}; it must be an integer "
+                                    f"{bounds}")
+    try:
+        splits.check_scheme(config.split_scheme, config.fractions)
+    except (ValueError, TypeError) as exc:
+        raise errors.BuildError(f"--config={config.name}: {exc}; fix the fields split_scheme and fractions") from None
+
+
+def _manual_dir(dl_manager: tfds.download.DownloadManager) -> pathlib.Path:
+    """--manual_dir; TFDS' own refusal of a missing or empty one is an AssertionError with the instructions
+    over several lines, so it becomes a one-line error naming the flag."""
+    try:
+        return pathlib.Path(dl_manager.manual_dir)
+    except AssertionError:
+        raise errors.BuildError(
+            "--manual_dir: not given, or the folder does not exist or is empty; pass --manual_dir=PATH of the "
+            "Rare Species download (the zip or its extracted folder)") from None
+
+
+def _locate(dl_manager: tfds.download.DownloadManager, manual_dir: pathlib.Path) -> tuple[pathlib.Path, str]:
     """The download root and layout inside manual_dir, extracting a zip there when that is what it holds."""
-    manual_dir = pathlib.Path(dl_manager.manual_dir)
     found = catalog.find_root(manual_dir)
     if found is None:
         archives = sorted(manual_dir.glob("*.zip"))
@@ -177,9 +217,58 @@ def _locate(dl_manager: tfds.download.DownloadManager) -> tuple[pathlib.Path, st
     return found
 
 
+def _skip_links_out(table: pd.DataFrame, download_dirs: tuple[pathlib.Path, ...]) -> None:
+    """Skips, as `outside_download`, the rows whose file resolves outside every download folder (a symlink
+    out of the download: the build would read, hash and store whatever it points at). The detail names no
+    target: the report carries neither file contents nor paths outside the download."""
+    inside = tuple(folder.resolve() for folder in download_dirs)
+    pending = table.index[(table["status"] == "") & table["path"].notna()]
+    outside = [i for i in pending if _resolves_outside(pathlib.Path(table.at[i, "path"]), inside)]
+    table.loc[outside, ["status", "reason", "detail"]] = [
+        "skipped", "outside_download",
+        "a symlink to a file outside --manual_dir; set the config field follow_symlinks_out to read it"]
+
+
+def _resolves_outside(path: pathlib.Path, folders: tuple[pathlib.Path, ...]) -> bool:
+    """Whether path, all links followed, lies outside every folder; a link loop (or a folder on the way that
+    cannot be listed) cannot be followed, so it is left to the reader, which reports it (`read_error`)."""
+    try:
+        target = path.resolve()
+    except (RuntimeError, OSError):
+        return False
+    return not any(target.is_relative_to(folder) for folder in folders)
+
+
+def _assign_splits(written: pd.DataFrame, groups: list[int], config: RareSpeciesConfig) -> list[str]:
+    """splits.assign_splits over the written rows; a subset too small for the config's rules is a user error
+    naming the config and what to build instead."""
+    try:
+        return splits.assign_splits(
+            written["file_name"].tolist(), written["family"].tolist(), groups, fractions=config.fractions,
+            species=written["eol_page_id"].astype(str).tolist(), scheme=config.split_scheme, seed=config.seed)
+    except splits.TooFewToSplit as exc:
+        raise errors.BuildError(f"--config={config.name}: {exc}; {_split_advice(config)}") from None
+
+
+def _split_advice(config: RareSpeciesConfig) -> str:
+    """What to do when the download is too small for a config's split: the stratified twin of a species-
+    disjoint config needs fewer images; otherwise the families concerned need more images or none."""
+    if config.split_scheme == "species_disjoint":
+        twin = config.name.removesuffix("_species_disjoint")
+        named = {c.name for c in Builder.BUILDER_CONFIGS}
+        target = f"--config={twin}" if twin in named else 'a config with "split_scheme": "stratified"'
+        return f"build the stratified split instead ({target}), or a download with more species per family"
+    return ("add images of those families, or leave them out (exclusions.csv in the download); "
+            "near duplicates count as one image (config field near_duplicate_distance)")
+
+
 def _exclusions_path(config: RareSpeciesConfig, root: pathlib.Path) -> pathlib.Path | None:
     if config.exclusions:
-        return pathlib.Path(os.path.expanduser(config.exclusions))
+        path = pathlib.Path(os.path.expanduser(config.exclusions))
+        if not path.is_file():
+            raise errors.BuildError(f"--config={config.name}: field exclusions: {path} is not a file; name an "
+                                    "exclusion CSV (rare_species_id,reason) or leave the field empty")
+        return path
     default = root / catalog.EXCLUSIONS_FILE
     return default if default.exists() else None
 

@@ -1,0 +1,58 @@
+"""The builder's user errors, and how they end `tfds build` in one line while staying exceptions everywhere else.
+
+The builder is a library first: `tfds.load`, `download_and_prepare` in tests and in pipelines must get a
+normal exception they can catch, so every mistake in the download or the config is a `BuildError` (a
+ValueError) whose message is one line: what is wrong, where (file, row, flag) and what to do.
+
+Under TFDS' command line the same exception would climb through `absl.app.run`, which prints it under its
+traceback (~40 lines for a one-line mistake). None of absl's hooks can prevent that: `UsageError` prints the
+whole usage text first, an installed `ExceptionHandler` runs only after the traceback is decided and swallows
+a `SystemExit` raised inside it, and `sys.excepthook` would change every process that imports the builder.
+So `Builder.download_and_prepare` runs inside `one_line_under_tfds_build()`: when (and only when) the call
+comes from `tfds build` (its module is on the call stack, in the main process), a `BuildError` is printed as
+`tfds build: error: ...` and becomes `SystemExit(2)`, which absl passes through untouched and Python ends
+without a traceback. Every other exception, a bug, keeps its traceback.
+"""
+
+import contextlib
+import multiprocessing
+import sys
+from collections.abc import Iterator
+
+PROGRAM = "tfds build"
+EXIT_USAGE = 2
+_TFDS_BUILD_MODULE = "tensorflow_datasets.scripts.cli.build"
+
+
+class BuildError(ValueError):
+    """A mistake in the download, the config or the command line, never a bug: str() is one line naming what
+    is wrong, where (file, row, flag) and what to do."""
+
+
+@contextlib.contextmanager
+def one_line_under_tfds_build() -> Iterator[None]:
+    """Re-raises a BuildError, except under `tfds build`, where it ends the command in one line (exit 2)."""
+    try:
+        yield
+    except BuildError as error:
+        if not _called_by_tfds_build():
+            raise
+        sys.stdout.flush()
+        print(f"{PROGRAM}: error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _called_by_tfds_build() -> bool:
+    """Whether `tfds build` (tensorflow_datasets/scripts/cli/build.py) is on the call stack of the main process.
+
+    Its pool workers (`--num_processes` > 1) are left out: a worker that exits never answers the pool, which
+    would then wait forever; there the exception travels back to the parent as TFDS intends.
+    """
+    if multiprocessing.parent_process() is not None:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == _TFDS_BUILD_MODULE:
+            return True
+        frame = frame.f_back
+    return False
