@@ -12,7 +12,7 @@ from trainer.evaluation import predict  # noqa: E402  (after the log level is se
 
 
 def main(settings: predict.PredictSettings, inputs: list[str]) -> None:
-    predict.run(settings.model_dir, inputs, settings.top_k, settings.output)
+    predict.run(settings, inputs)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,22 @@
-"""Exports a run for TF Serving: `python -m trainer.serving --model_dir=runs/incv3 [--export_dir=...]`.
+"""Exports a run: `python -m trainer.serving --model_dir=runs/incv3 [--format=litert --quantize=int8]`.
 
-The command's front door; the work is trainer/evaluation/serving.py's (which documents the endpoints).
+The command's front door; the work is trainer/evaluation/export.py's (SavedModel for TF Serving: serving.py,
+which documents the endpoints; LiteRT: litert_export.py, which documents conversion and parity).
 """
 
 from trainer import cli
 
 cli.quiet_native_logs()
 
-from trainer.evaluation import serving  # noqa: E402  (after the log level is set: importing TensorFlow prints)
+import pipelines  # noqa: E402  (after the log level is set: importing TensorFlow prints)
+from trainer.evaluation import export  # noqa: E402
 
 PROGRAM = "trainer.serving"
 
 
-def main(settings: serving.ExportSettings) -> None:
-    serving.export(settings)
+def main(settings: export.ExportSettings) -> None:
+    export.export(settings)
 
 
 if __name__ == "__main__":
-    cli.run(PROGRAM, main, serving.ExportSettings)
+    cli.run(PROGRAM, main, export.ExportSettings, errors=(pipelines.DatasetNotBuiltError,))

@@ -15,31 +15,12 @@ import tensorflow as tf
 from PIL import Image
 
 from pipelines import images as pipeline_images
+from tests.evaluation.common import GOOD_FILES, pattern
 from tfds_rarespecies import labels
 from trainer import cli
 from trainer.evaluation import predict, serving
 
 TOP_K = 3
-GOOD_FILES = ("cmyk.jpg", "gray.jpg", "photo.jpg", "sub/png_named.jpg")
-
-
-def _pattern(height: int, width: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-@pytest.fixture
-def photo_folder(tmp_path) -> pathlib.Path:
-    """Four odd-but-valid images (CMYK, grayscale, RGB, PNG bytes behind .jpg), a truncated JPEG and a note."""
-    folder = tmp_path / "photos"
-    (folder / "sub").mkdir(parents=True)
-    Image.fromarray(_pattern(120, 90, 0)).save(folder / "photo.jpg")
-    Image.fromarray(_pattern(60, 200, 1)[..., 0]).save(folder / "gray.jpg")
-    Image.fromarray(_pattern(70, 70, 2)).convert("CMYK").save(folder / "cmyk.jpg")
-    Image.fromarray(_pattern(80, 80, 3)).save(folder / "sub" / "png_named.jpg", "PNG")
-    whole = (folder / "photo.jpg").read_bytes()
-    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
-    (folder / "notes.txt").write_text("not an image")
-    return folder
 
 
 def _skipped_lines(stderr: str) -> list[str]:
@@ -55,7 +36,7 @@ def _check_ranked(rows: list[dict]) -> None:
 
 
 def test_center_square_is_the_pipelines_evaluation_view():
-    jpeg = tf.io.encode_jpeg(_pattern(70, 50, 4)).numpy()
+    jpeg = tf.io.encode_jpeg(pattern(70, 50, 4)).numpy()
     expected = pipeline_images.decode_center(jpeg, 32).numpy()
     got = serving.center_square(tf.io.decode_jpeg(jpeg)[None], 32)[0].numpy()
     np.testing.assert_array_equal(got, expected)
@@ -63,7 +44,7 @@ def test_center_square_is_the_pipelines_evaluation_view():
 
 def test_folder_with_a_broken_file_predicts_the_others_to_csv(trained_run, photo_folder, tmp_path, capsys):
     output = tmp_path / "out" / "predictions.csv"
-    predict.run(trained_run, [str(photo_folder)], TOP_K, str(output))
+    predict.run(predict.PredictSettings(trained_run, TOP_K, str(output)), [str(photo_folder)])
     skipped = _skipped_lines(capsys.readouterr().err)
     assert len(skipped) == 1 and "truncated.jpg: truncated" in skipped[0]
     with output.open(newline="") as stream:
@@ -79,13 +60,13 @@ def test_folder_with_a_broken_file_predicts_the_others_to_csv(trained_run, photo
 
 def test_glob_to_json_and_table(trained_run, photo_folder, tmp_path, capsys):
     output = tmp_path / "predictions.json"
-    predict.run(trained_run, [str(photo_folder / "*.jpg")], TOP_K, str(output))
+    predict.run(predict.PredictSettings(trained_run, TOP_K, str(output)), [str(photo_folder / "*.jpg")])
     entries = json.loads(output.read_text())
     assert [entry["file"] for entry in entries] == [str(photo_folder / name) for name in GOOD_FILES[:3]]
     for entry in entries:
         _check_ranked(entry["predictions"])
     capsys.readouterr()
-    predict.run(trained_run, [str(photo_folder / "photo.jpg")], TOP_K)
+    predict.run(predict.PredictSettings(trained_run, TOP_K), [str(photo_folder / "photo.jpg")])
     table = capsys.readouterr().out.splitlines()
     assert table[0] == str(photo_folder / "photo.jpg") and len(table) == 1 + TOP_K
 
@@ -99,7 +80,7 @@ def test_exit_status_and_one_line_errors(trained_run, photo_folder, tmp_path):
              ("", [str(photo_folder)], "", predict.EXIT_USAGE))
     for model_dir, inputs, output, status in cases:
         with pytest.raises(cli.UserError) as raised:
-            predict.run(model_dir, inputs, TOP_K, output)
+            predict.run(predict.PredictSettings(model_dir, TOP_K, output), inputs)
         assert raised.value.status == status and "\n" not in str(raised.value)
 
 
@@ -124,9 +105,9 @@ def test_export_reloaded_in_a_fresh_process_answers_identically(trained_run, tmp
     encoded = []
     for seed, (height, width) in enumerate(((90, 120), (64, 40), (33, 33))):
         stream = io.BytesIO()
-        Image.fromarray(_pattern(height, width, seed)).save(stream, "PNG" if seed % 2 else "JPEG")
+        Image.fromarray(pattern(height, width, seed)).save(stream, "PNG" if seed % 2 else "JPEG")
         encoded.append(stream.getvalue())
-    pixels = np.stack([_pattern(50, 70, seed) for seed in range(3)])
+    pixels = np.stack([pattern(50, 70, seed) for seed in range(3)])
     (tmp_path / "encoded.txt").write_text("\n".join(data.hex() for data in encoded))
     np.save(tmp_path / "pixels.npy", pixels)
     result = subprocess.run([sys.executable, "-c", _RELOAD, str(export_dir), str(tmp_path / "encoded.txt"),

@@ -1,17 +1,21 @@
 """Evaluates a finished run on any split and writes what a person reads into <model_dir>/eval/<split>/.
 
     python -m trainer.evaluate --model_dir=runs/incv3 --split=test [--gap] [--tta=flip,crops]
-        [--data_dir=DIR] [--batch_size=32] [--resamples=1000]
+        [--data_dir=DIR] [--batch_size=32] [--resamples=1000] [--backend=litert [--quantize=int8]]
 
-Loads model.keras and labels.json (trainer.serving.load_trained), reads the split through pipelines'
-evaluation view (no augmentation, every example exactly once, in stored order), predicts, and hands labels
-and probabilities to trainer.reports: metrics.json, per_class.csv, confusions.csv, confusion_matrix.png,
-reliability.png, mistakes.png and mistakes.html (thumbnails in mistakes/); then prints a one-screen summary.
-The data_dir and dataset config are the run's (its flags.txt) unless --data_dir is given.
+Loads model.keras and labels.json (trainer.serving.load_trained), or with --backend=litert the run's LiteRT
+export (trainer/evaluation/predictors.py), reads the split through pipelines' evaluation view (no
+augmentation, every example exactly once, in stored order), predicts, and hands labels and probabilities to
+trainer.reports: metrics.json, per_class.csv, confusions.csv, confusion_matrix.png, reliability.png,
+mistakes.png and mistakes.html (thumbnails in mistakes/); then prints a one-screen summary. The report goes to
+<model_dir>/eval/<split>/, a LiteRT model's to <model_dir>/eval/<split>_litert_<quantize>/ (so the two can be
+compared file by file); metrics.json names the backend and the model file. The data_dir and dataset config are
+the run's (its flags.txt) unless --data_dir is given.
 
 --gap also predicts the train split and adds the train metrics and train-minus-split differences.
 --tta averages the probabilities over extra views: flip (mirrored), crops (four corners and the centre, each
-CROP_FRACTION of the side, resized back to the input size).
+CROP_FRACTION of the side, resized back to the input size); a LiteRT model gets each view rounded to the
+uint8 pixels it takes.
 """
 
 import dataclasses
@@ -27,7 +31,7 @@ from tfds_rarespecies import labels
 from trainer import cli, inputs
 from trainer import config as config_lib
 from trainer.cli import field
-from trainer.evaluation import metrics, reports, serving
+from trainer.evaluation import litert, metrics, predictors, reports, serving
 from trainer.run_dir import RunFiles
 
 TTA_MODES = ("flip", "crops")
@@ -51,6 +55,9 @@ class EvaluationConfig:
     tta: tuple[str, ...] = field((), f"Test-time augmentation: any of {','.join(TTA_MODES)}.")
     resamples: int = field(metrics.BOOTSTRAP_RESAMPLES, "Bootstrap resamples of the 95% intervals.", lower=10)
     seed: int = field(0, "Seed of the bootstrap resampling.", flag_name="bootstrap_seed")
+    backend: str = predictors.backend_field()
+    quantize: str = predictors.quantize_field()
+    threads: int = predictors.threads_field()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,29 +77,38 @@ def evaluate(config: EvaluationConfig) -> reports.Report:
     if unknown:
         raise EvaluationError(f"--tta={','.join(config.tta)}: unknown mode {', '.join(unknown)}; use any of "
                               f"{','.join(TTA_MODES)}")
-    trained = serving.load_trained(config.model_dir)
-    cfg = evaluation_inputs(config.model_dir, trained, config.data_dir, config.batch_size)
+    predictor = predictors.open_predictor(config.model_dir, config.backend, config.quantize, config.threads)
+    cfg = evaluation_inputs(config.model_dir, predictor, config.data_dir, config.batch_size)
     info = pipelines.dataset_info(cfg)
-    if tuple(info.family_names) != trained.family_names:
-        raise EvaluationError(f"{RunFiles(pathlib.Path(config.model_dir)).labels}: the run's family names differ "
-                              f"from {info.full_name}'s: evaluate on the dataset the run was trained on")
-    predictions = predict_split(trained, cfg, config.split, config.tta)
+    if tuple(info.family_names) != predictor.family_names:
+        raise EvaluationError(f"{predictor.source}: the model's family names differ from {info.full_name}'s: "
+                              "evaluate on the dataset the run was trained on")
+    predictions = predict_split(predictor, cfg, config.split, config.tta)
     extra = {"split": config.split, "dataset": info.full_name, "data_dir": cfg.data_dir,
-             "model_dir": config.model_dir, "tta": list(config.tta)}
+             "model_dir": config.model_dir, "tta": list(config.tta), "backend": config.backend,
+             "model": predictor.source}
     if config.gap and config.split != "train":
-        train = predict_split(trained, cfg, "train", config.tta)
+        train = predict_split(predictor, cfg, "train", config.tta)
         train_metrics = metrics.headline_metrics(train.labels, train.probabilities)
         extra["train"] = train_metrics
         extra["gap"] = metrics.train_gap(train_metrics, metrics.headline_metrics(predictions.labels,
                                                                                  predictions.probabilities))
-    out_dir = pathlib.Path(config.model_dir).expanduser() / EVAL_DIR_NAME / config.split.replace("/", "_")
+    out_dir = report_dir(config.model_dir, config.split, predictor)
     report = reports.write_report(
-        out_dir, predictions.labels, predictions.probabilities, trained.family_names, labels.family_to_phylum(),
+        out_dir, predictions.labels, predictions.probabilities, predictor.family_names, labels.family_to_phylum(),
         title=f"{info.full_name} {config.split}", file_names=predictions.file_names,
         load_images=lambda indices: images_at(cfg, config.split, indices), extra=extra,
         resamples=config.resamples, seed=config.seed)
     print(reports.format_summary(report, heading=f"{info.full_name} {config.split} -> {out_dir}"))
     return report
+
+
+def report_dir(model_dir: str, split: str, predictor: predictors.Predictor) -> pathlib.Path:
+    """<model_dir>/eval/<split>/ for model.keras, eval/<split>_litert_<quantize>/ for a LiteRT export."""
+    name = split.replace("/", "_")
+    if isinstance(predictor, litert.LiteRTModel):
+        name += f"_litert_{predictor.metadata['quantization']}"
+    return pathlib.Path(model_dir).expanduser() / EVAL_DIR_NAME / name
 
 
 def run_config(model_dir: str) -> config_lib.Config:
@@ -103,28 +119,29 @@ def run_config(model_dir: str) -> config_lib.Config:
     return config_lib.parse([f"--flagfile={flagfile}"])
 
 
-def evaluation_inputs(model_dir: str, trained: serving.TrainedModel, data_dir: str = "",
+def evaluation_inputs(model_dir: str, predictor: predictors.Predictor, data_dir: str = "",
                       batch_size: int = 32) -> pipelines.InputConfig:
     """The evaluation view (trainer.inputs.evaluation_view, as train.run's final evaluation reads it) of the
     run's dataset at the model's input size."""
     run = run_config(model_dir)
-    return dataclasses.replace(inputs.evaluation_view(inputs.input_config(run)), image_size=trained.input_size,
+    return dataclasses.replace(inputs.evaluation_view(inputs.input_config(run)), image_size=predictor.input_size,
                                batch_size=batch_size,
                                data_dir=str(pathlib.Path(data_dir or run.data_dir).expanduser()))
 
 
-def predict_split(trained: serving.TrainedModel, cfg: pipelines.InputConfig, split: str,
+def predict_split(predictor: predictors.Predictor, cfg: pipelines.InputConfig, split: str,
                   tta: tuple[str, ...] = ()) -> SplitPredictions:
-    """Softmax rows of every example of the split (averaged over the TTA views), with its labels and names."""
-    dataset = _evaluation_batches(cfg, split)
+    """Family softmax rows of every example of the split (averaged over the TTA views), with its labels and
+    names."""
+    dataset = evaluation_batches(cfg, split)
     modes = [mode for mode in TTA_MODES if mode in tta]
+    views = (tf.function(lambda images: tta_views(images, modes, predictor.input_size), reduce_retracing=True)
+             if modes else lambda images: [images])
 
-    @tf.function(reduce_retracing=True)
-    def averaged(images):
-        return tf.reduce_mean(tf.stack([trained.family_probabilities(view)
-                                        for view in tta_views(images, modes, trained.input_size)]), axis=0)
+    def family(images):
+        return np.mean([predictor.probabilities(view)["family"] for view in views(images)], axis=0)
 
-    batches = [(averaged(images).numpy(), families, names)
+    batches = [(family(images), families, names)
                for images, families, names in tqdm.tqdm(dataset.as_numpy_iterator(), desc=f"Predicting {split}",
                                                          total=_batches(cfg, split), unit=" batches")]
     if not batches:
@@ -157,7 +174,7 @@ def images_at(cfg: pipelines.InputConfig, split: str, indices: np.ndarray) -> li
     wanted = {int(index): rank for rank, index in enumerate(indices)}
     found: list[np.ndarray | None] = [None] * len(indices)
     start = 0
-    for images, _, _ in _evaluation_batches(cfg, split).as_numpy_iterator():
+    for images, _, _ in evaluation_batches(cfg, split).as_numpy_iterator():
         for position in range(start, start + len(images)):
             if position in wanted:
                 found[wanted[position]] = images[position - start].astype(np.uint8)
@@ -167,7 +184,7 @@ def images_at(cfg: pipelines.InputConfig, split: str, indices: np.ndarray) -> li
     return found
 
 
-def _evaluation_batches(cfg: pipelines.InputConfig, split: str) -> tf.data.Dataset:
+def evaluation_batches(cfg: pipelines.InputConfig, split: str) -> tf.data.Dataset:
     try:
         return pipelines.make_dataset(cfg, split, training=False, with_file_names=True)
     except (KeyError, ValueError) as error:

@@ -1,12 +1,18 @@
 """Names the family of each photo given as a file, a folder (searched recursively) or a glob.
 
     python -m trainer.predict --model_dir=runs/incv3 photo1.jpg photos/ 'shots/*.png' --top_k=5
-        --output=predictions.csv
+        --output=predictions.csv [--backend=litert [--quantize=int8]] [--threads=N] [--batch_size=16]
 
 Files are decoded by the builder's decoder (tfds_rarespecies.imaging), so anything the dataset accepts works:
 grayscale, CMYK, 16-bit, transparent, PNG behind a .jpg name, EXIF-rotated. Folders and globs contribute
 the files with an image suffix; a file named on its own is always tried. A file that cannot be read costs
 one line on stderr (`trainer.predict: skipped PATH: REASON (detail)`) and the others go on.
+
+A pool of --threads threads decodes each file into the evaluation view (serving.center_square: the central
+square at the model's input size, as every validation and test image is seen), a bounded number of files
+ahead of the model, which classifies them in batches of --batch_size in the calling thread: decoding overlaps
+inference, and a full-size photo costs one scaled-down JPEG decode. --backend=keras runs model.keras,
+--backend=litert the run's LiteRT export (trainer/evaluation/predictors.py); the outputs are the same.
 
 Output: a table on stdout, or --output=FILE.csv (one row per image and rank: file, rank, family, phylum,
 probability) or FILE.json (a list of {file, predictions: [{rank, family, phylum, probability}]}).
@@ -14,9 +20,12 @@ Exit status: 0 when at least one image was predicted; 1 when none could be (noth
 failed); 2 when the command cannot start (no inputs, an unknown --output suffix, no finished run in --model_dir).
 """
 
+import collections
+import concurrent.futures
 import csv
 import dataclasses
 import glob
+import itertools
 import json
 import pathlib
 import sys
@@ -25,15 +34,16 @@ from collections.abc import Sequence
 import numpy as np
 import tqdm
 
-from tfds_rarespecies import imaging
+from tfds_rarespecies import imaging, labels
 from trainer import cli
 from trainer.cli import field
-from trainer.evaluation import serving
+from trainer.evaluation import litert, predictors, serving
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 OUTPUT_SUFFIXES = ("", ".csv", ".json")
 CSV_COLUMNS = ("file", "rank", "family", "phylum", "probability")
 EXIT_NOTHING_PREDICTED = 1
+DEFAULT_BATCH_SIZE = 16
 EXIT_USAGE = cli.EXIT_USAGE
 PROGRAM = "trainer.predict"
 
@@ -92,39 +102,69 @@ def _images_under(path: pathlib.Path) -> list[pathlib.Path]:
                   and not any(part.startswith(".") for part in file.relative_to(path).parts))
 
 
-def classify_file(model: serving.ServingModel, path: pathlib.Path) -> Prediction:
-    """Decodes one file with the builder's decoder and classifies it; raises OSError or imaging.DecodeError.
-
-    JPEGs decode at a reduced scale that keeps at least the model's input size (huge photos stay cheap).
-    """
-    image = imaging.decode_rgb(path.read_bytes(), min_short_side=model.trained.input_size)
-    result = model.classify_images(np.asarray(image)[None])
-    return Prediction(str(path), tuple(name.decode() for name in result["families"].numpy()[0]),
-                      tuple(name.decode() for name in result["phyla"].numpy()[0]),
-                      tuple(float(p) for p in result["probabilities"].numpy()[0]))
+def decode_view(path: pathlib.Path, size: int) -> np.ndarray:
+    """One file decoded by the builder's decoder into the model's uint8 view; raises OSError or
+    imaging.DecodeError. JPEGs decode at a reduced scale that keeps at least `size` (huge photos stay cheap)."""
+    image = imaging.decode_rgb(path.read_bytes(), min_short_side=size)
+    return serving.center_square(np.asarray(image)[None], size)[0].numpy()
 
 
-def predict_files(model: serving.ServingModel, files: Sequence[pathlib.Path], progress: bool = False
-                  ) -> tuple[list[Prediction], list[Skipped]]:
+def predict_files(predictor: predictors.Predictor, files: Sequence[pathlib.Path],
+                  top_k: int = serving.DEFAULT_TOP_K, batch_size: int = DEFAULT_BATCH_SIZE, threads: int = 0,
+                  progress: bool = False) -> tuple[list[Prediction], list[Skipped]]:
     """Classifies every file; each one that fails is reported on stderr at once, in one line."""
-    predictions, skipped = [], []
-    for path in tqdm.tqdm(files, desc="Predicting", unit=" images", disable=not progress, file=sys.stderr):
-        outcome = _try_classify(model, path)
-        if isinstance(outcome, Skipped):
-            skipped.append(outcome)
-            tqdm.tqdm.write(outcome.line(), file=sys.stderr)
-        else:
-            predictions.append(outcome)
+    predictions, skipped, batch = [], [], []
+    workers = threads or litert.default_threads()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm.tqdm(
+            total=len(files), desc="Predicting", unit=" images", disable=not progress, file=sys.stderr) as bar:
+        for path, view in _ahead(pool, lambda path: _try_view(path, predictor.input_size), files,
+                                 batch_size + 2 * workers):
+            if isinstance(view, Skipped):
+                skipped.append(view)
+                tqdm.tqdm.write(view.line(), file=sys.stderr)
+            else:
+                batch.append((path, view))
+            if len(batch) == batch_size:
+                predictions += _classify(predictor, batch, top_k)
+                batch = []
+            bar.update()
+        predictions += _classify(predictor, batch, top_k)
     return predictions, skipped
 
 
-def _try_classify(model: serving.ServingModel, path: pathlib.Path) -> Prediction | Skipped:
+def _ahead(pool: concurrent.futures.Executor, function, items: Sequence, ahead: int):
+    """(item, function(item)) in order, at most `ahead` computed before they are consumed (Executor.map would
+    submit every file at once and keep every decoded view of a slow consumer in memory)."""
+    remaining = iter(items)
+    pending = collections.deque((item, pool.submit(function, item)) for item in itertools.islice(remaining, ahead))
+    while pending:
+        item, future = pending.popleft()
+        pending.extend((following, pool.submit(function, following))
+                       for following in itertools.islice(remaining, 1))
+        yield item, future.result()
+
+
+def _try_view(path: pathlib.Path, size: int) -> np.ndarray | Skipped:
     try:
-        return classify_file(model, path)
+        return decode_view(path, size)
     except imaging.DecodeError as error:
         return Skipped(str(path), error.reason, str(error))
     except OSError as error:
         return Skipped(str(path), "unreadable", f"{type(error).__name__}: {error.strerror or error}")
+
+
+def _classify(predictor: predictors.Predictor, batch: list[tuple[pathlib.Path, np.ndarray]],
+              top_k: int) -> list[Prediction]:
+    """The top-k families of each decoded view (ties: the lower family id first, as tf.math.top_k)."""
+    if not batch:
+        return []
+    probabilities = predictor.probabilities(np.stack([view for _, view in batch]))["family"]
+    best = np.argsort(-probabilities, axis=1, kind="stable")[:, :max(1, min(top_k, probabilities.shape[1]))]
+    phylum_of = labels.family_to_phylum()
+    names = predictor.family_names
+    return [Prediction(str(path), tuple(names[i] for i in row), tuple(phylum_of[names[i]] for i in row),
+                       tuple(float(value) for value in scores[row]))
+            for (path, _), row, scores in zip(batch, best, probabilities)]
 
 
 def ranked(prediction: Prediction) -> list[dict]:
@@ -168,12 +208,26 @@ class PredictError(cli.UserError):
         self.status = status
 
 
-def run(model_dir: str, inputs: Sequence[str], top_k: int = serving.DEFAULT_TOP_K, output: str = "") -> None:
+@dataclasses.dataclass(frozen=True)
+class PredictSettings:
+    """The predict command's flags (the files, folders and globs follow them)."""
+
+    model_dir: str = field("", "Run directory holding model.keras and labels.json.")
+    top_k: int = field(serving.DEFAULT_TOP_K, "Families listed per image.", lower=1)
+    output: str = field("", "A .csv or .json file to write; empty = a table on stdout.")
+    backend: str = predictors.backend_field()
+    quantize: str = predictors.quantize_field()
+    threads: int = predictors.threads_field()
+    batch_size: int = field(DEFAULT_BATCH_SIZE, "Images per model call.", lower=1)
+
+
+def run(settings: PredictSettings, inputs: Sequence[str]) -> None:
     """The whole command; raises PredictError with the exit status of the module docstring."""
-    if not model_dir:
+    if not settings.model_dir:
         raise PredictError("--model_dir is empty: name the run to predict with, e.g. --model_dir=runs/incv3")
     if not inputs:
         raise PredictError("no inputs: name image files, folders or globs after the flags")
+    output = settings.output
     if pathlib.Path(output).suffix.lower() not in OUTPUT_SUFFIXES:
         raise PredictError(f"--output={output}: unknown suffix; use a .csv or .json file, or leave it out for a "
                            "table")
@@ -182,8 +236,9 @@ def run(model_dir: str, inputs: Sequence[str], top_k: int = serving.DEFAULT_TOP_
         print(miss.line(), file=sys.stderr)
     if not files:
         raise PredictError("no image files found in the inputs", EXIT_NOTHING_PREDICTED)
-    model = serving.ServingModel(serving.load_trained(model_dir), top_k)
-    predictions, skipped = predict_files(model, files, progress=expanded)
+    predictor = predictors.open_predictor(settings.model_dir, settings.backend, settings.quantize, settings.threads)
+    predictions, skipped = predict_files(predictor, files, settings.top_k, settings.batch_size, settings.threads,
+                                         progress=expanded)
     if not predictions:
         raise PredictError(f"none of the {len(files)} files could be predicted (see the lines above)",
                            EXIT_NOTHING_PREDICTED)
@@ -191,12 +246,3 @@ def run(model_dir: str, inputs: Sequence[str], top_k: int = serving.DEFAULT_TOP_
     if output:
         print(f"{len(predictions)} images predicted, {len(skipped) + len(unmatched)} skipped: {output}",
               file=sys.stderr)
-
-
-@dataclasses.dataclass(frozen=True)
-class PredictSettings:
-    """The predict command's flags (the files, folders and globs follow them)."""
-
-    model_dir: str = field("", "Run directory holding model.keras and labels.json.")
-    top_k: int = field(serving.DEFAULT_TOP_K, "Families listed per image.", lower=1)
-    output: str = field("", "A .csv or .json file to write; empty = a table on stdout.")

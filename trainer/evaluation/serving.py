@@ -1,11 +1,14 @@
-"""The serving model: photos of any size in, the top-k families with their phyla and probabilities out.
+"""A run's trained model in memory (TrainedModel: model.keras and its label names) and the TF Serving model
+over it: photos of any size in, the top-k families with their phyla and probabilities out.
 
     python -m trainer.serving --model_dir=runs/incv3 [--export_dir=runs/incv3/saved_model] [--top_k=5]
 
-It wraps a run's model.keras (float 0..255 images at the run's input size -> family softmax) with the
-evaluation view every validation and test image gets (the central square, antialiased resize, rounded to
-uint8; see pipelines.images.decode_center) and with the run's label names. `predict` calls it in memory; the
-export writes it as a TF Serving SavedModel whose endpoints are
+load_trained reads a run's model.keras (float 0..255 images at the run's input size -> a softmax per head)
+and labels.json; a missing, damaged or unsafe file is one line. ServingModel wraps it with the evaluation view
+every validation and test image gets (the central square, antialiased resize, rounded to uint8; see
+pipelines.images.decode_center) and with the run's label names; export_saved_model writes it as a TF Serving
+SavedModel (trainer/evaluation/export.py is the command; the LiteRT format is litert_export.py's) whose
+endpoints are
   serving_default(images: string[batch])             encoded JPEG/PNG/GIF/BMP bytes, one per image;
   classify_images(images: uint8[batch, h, w, 3])      decoded RGB pixels, one size per batch;
 both returning families (string), phyla (string) and probabilities (float32), each [batch, top_k], surest
@@ -14,10 +17,14 @@ ignores EXIF orientation and drops transparency, where `predict` decodes with tf
 """
 
 import dataclasses
+import functools
 import json
 import pathlib
+import zipfile
+from collections.abc import Mapping
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import pipelines  # noqa: F401  (registers the layers model.keras names)
@@ -25,7 +32,6 @@ from pipelines import images as pipeline_images
 from tfds_rarespecies import labels
 from trainer import cli
 from trainer import objectives  # noqa: F401  (registers the loss and metrics a head compiled alone keeps)
-from trainer.cli import field
 from trainer.run_dir import RunFiles
 
 DEFAULT_TOP_K = 5
@@ -38,12 +44,22 @@ class RunNotFoundError(cli.UserError, FileNotFoundError):
     """model_dir holds no finished run; the message is the one line shown to the user."""
 
 
+class ModelFileError(cli.UserError):
+    """A run's model.keras or labels.json is there but cannot be used; the one line says which and what to do."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-    """A run's saved model and the family name of each of its outputs."""
+    """A run's saved model, the label names of each of its heads ("family", and "phylum" when it has one) and
+    the file it was read from."""
 
     model: keras.Model
-    family_names: tuple[str, ...]
+    label_names: Mapping[str, tuple[str, ...]]
+    source: str = "model.keras"
+
+    @property
+    def family_names(self) -> tuple[str, ...]:
+        return self.label_names["family"]
 
     @property
     def input_size(self) -> int:
@@ -53,21 +69,67 @@ class TrainedModel:
         """float32 0..255 images at input_size -> (batch, families) softmax (a phylum head is ignored)."""
         return self.model(images, training=False)["family"]
 
+    def probabilities(self, images) -> dict[str, np.ndarray]:
+        """0..255 images (uint8 or float, (batch, input_size, input_size, 3)) -> each head's softmax rows: the
+        interface trainer.evaluation.predictors gives every backend."""
+        return {head: rows.numpy() for head, rows in self._heads(tf.cast(images, tf.float32)).items()}
+
+    @functools.cached_property
+    def _heads(self):
+        spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
+        return tf.function(lambda images: self.model(images, training=False), input_signature=[spec])
+
+    @functools.cached_property
+    def pixels_function(self):
+        """uint8 pixels [batch, input_size, input_size, 3] -> every head's softmax: the graph a LiteRT export
+        converts, so the exported model takes the pixels a phone's camera gives and scales them itself."""
+        spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.uint8, name="images")
+        return tf.function(lambda images: self.model(tf.cast(images, tf.float32), training=False),
+                           input_signature=[spec])
+
 
 def load_trained(model_dir: str | pathlib.Path) -> TrainedModel:
-    """model.keras and labels.json of a finished run (trainer/run_dir.py), or one RunNotFoundError line."""
+    """model.keras and labels.json of a finished run (trainer/run_dir.py); one RunNotFoundError line when they
+    are missing, one ModelFileError line when they cannot be read or do not belong together."""
     files = RunFiles(pathlib.Path(model_dir).expanduser())
     for path in (files.model, files.labels):
         if not path.is_file():
             raise RunNotFoundError(f"{path} not found: {model_dir} holds no finished run; train one with "
                                    f"`python -m trainer.main --model_dir={model_dir} ...` or fix --model_dir")
-    family_names = tuple(json.loads(files.labels.read_text())["family"])
-    model = keras.saving.load_model(files.model, compile=False)
-    outputs = model.output["family"].shape[-1]
-    if outputs != len(family_names):
-        raise RunNotFoundError(f"{files.labels}: {len(family_names)} family names for the {outputs} outputs of "
-                               f"{files.model}: the two files come from different runs; retrain or restore them")
-    return TrainedModel(model, family_names)
+    names = _read_label_names(files.labels, model_dir)
+    model = _load_model(files.model, model_dir)
+    for head, output in model.output.items():
+        if len(names.get(head, ())) != output.shape[-1]:
+            raise ModelFileError(f"{files.labels}: {len(names.get(head, ()))} {head} names for the "
+                                 f"{output.shape[-1]} {head} outputs of {files.model}: the two files come from "
+                                 "different runs; retrain or restore them")
+    return TrainedModel(model, {head: tuple(names[head]) for head in model.output}, str(files.model))
+
+
+def _read_label_names(path: pathlib.Path, model_dir) -> dict[str, list[str]]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as error:
+        raise ModelFileError(f"{path}: not the run's label names ({error}); retrain with `python -m trainer.main "
+                             f"--model_dir={model_dir} ...` or restore the file") from None
+
+
+def _load_model(path: pathlib.Path, model_dir) -> keras.Model:
+    """keras.saving.load_model, with its failures as one line: Keras reports any unreadable archive as "File not
+    found" (wrong when the file is there) and a layer its safe mode refuses (a Lambda's Python code would run
+    while loading) as a long ValueError; damaged archives raise still other types, hence the broad except."""
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 (every failure of a damaged archive becomes the same one line)
+        retrain = f"retrain with `python -m trainer.main --model_dir={model_dir} ...`"
+        if "safe_mode" in str(error):
+            raise ModelFileError(f"{path}: Keras' safe mode refuses to load it (it holds a Lambda layer or other "
+                                 f"Python code that would run on loading); {retrain}, or re-export the model "
+                                 "without Lambda layers") from None
+        reason = ("not a .keras zip archive: damaged, or another format" if not zipfile.is_zipfile(path)
+                  else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}")
+        raise ModelFileError(f"{path}: not a readable Keras model ({reason}); {retrain}, or restore the file "
+                             "from a backup") from None
 
 
 def center_square(images: tf.Tensor, size: int) -> tf.Tensor:
@@ -120,25 +182,3 @@ def export_saved_model(serving: ServingModel, export_dir: str | pathlib.Path) ->
     export_dir = pathlib.Path(export_dir).expanduser()
     archive.write_out(str(export_dir), verbose=False)
     return export_dir
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportSettings:
-    """The export command's flags."""
-
-    model_dir: str = field("", "Run directory holding model.keras and labels.json.")
-    export_dir: str = field("", f"Where to write the SavedModel; empty = <model_dir>/{EXPORT_DIR_NAME}.")
-    top_k: int = field(DEFAULT_TOP_K, "Families returned per image.", lower=1)
-
-
-def export(settings: ExportSettings) -> pathlib.Path:
-    """The whole export command: the run's serving model written as a SavedModel, and what to run next."""
-    if not settings.model_dir:
-        raise RunNotFoundError("--model_dir is empty: name the run to export, e.g. --model_dir=runs/incv3")
-    serving = ServingModel(load_trained(settings.model_dir), settings.top_k)
-    path = export_saved_model(serving, settings.export_dir or pathlib.Path(settings.model_dir) / EXPORT_DIR_NAME)
-    print(f"SavedModel written to {path}\n"
-          f"  serving_default(images: string[batch]) and classify_images(images: uint8[batch, h, w, 3])\n"
-          f"  -> families, phyla, probabilities: [batch, {serving.top_k}]\n"
-          f"  check: saved_model_cli show --dir {path} --all")
-    return path
