@@ -1,0 +1,32 @@
+"""The dataset the run reads: built for the config's dataset config in --data_dir (else the `tfds build`
+command that builds it), the splits the run names present in it, and its size."""
+
+from pipelines import reading
+from tfds_rarespecies import labels
+from trainer import inputs
+from trainer.config import Config
+from trainer.preflight.report import Result, fail, ok
+
+SPLIT_FLAGS = ("train_split", "validation_split", "test_split")
+
+
+def check_dataset(config: Config) -> Result:
+    info = inputs.dataset_info(config)  # a dataset not built: a ConfigError naming the tfds build command
+    built = reading.load_builder(inputs.input_config(config)).info
+    for flag in SPLIT_FLAGS:
+        split = getattr(config, flag)
+        try:
+            built.splits[split]
+        except (KeyError, ValueError) as error:
+            return fail("dataset", f"--{flag}={split}: {info.full_name} has no such split ({error}): name one of "
+                                   f"{', '.join(info.num_examples)}, or a TFDS split expression such as "
+                                   "train+validation")
+    counts = ", ".join(f"{name} {count}" for name, count in info.num_examples.items())
+    return ok("dataset", f"{info.full_name} in {config.data_dir}: {counts} examples, {built.dataset_size}; the run "
+                         f"reads {', '.join(getattr(config, flag) for flag in SPLIT_FLAGS)}")
+
+
+def class_counts() -> tuple[int, int]:
+    """(families, phyla) of the model's heads: the label lists shipped with the builder, which every build of
+    every config uses, so the model can be built before (or without) the dataset."""
+    return len(labels.families()), len(labels.phyla())
