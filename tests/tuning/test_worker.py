@@ -103,16 +103,17 @@ def test_an_interrupted_trial_is_queued_again_and_resumes_its_run(tiny_data_dir,
 
 
 @pytest.mark.xdist_group("tune_in_process")
-def test_a_retry_that_cannot_resume_starts_its_trial_over(tiny_data_dir, tmp_path, monkeypatch):
+def test_a_retry_whose_resume_state_is_torn_completes_its_trial(tiny_data_dir, tmp_path, monkeypatch):
+    """The trainer falls back to the previous resume state, or sets an unreadable one aside and restarts the
+    phase (trainer/callbacks.py), so the retry completes in its first attempt's run directory."""
     base, settings = tune.parse(tune_args(tiny_data_dir, tmp_path, "torn", "--n_trials=1"))
     interrupt_first_trial(base, settings, monkeypatch)
-    [backup] = (tmp_path / "torn" / "trial_0000" / "backup").rglob("*.weights.h5")
-    backup.write_bytes(backup.read_bytes()[:96])  # as a kill in the middle of Keras writing it leaves it
+    for backup in (tmp_path / "torn" / "trial_0000" / "backup").rglob("*.weights.h5*"):
+        backup.write_bytes(backup.read_bytes()[:96])  # as a kill in the middle of Keras writing it leaves it
 
     tune.run(base, settings)
     trials = journal_study(tmp_path / "torn").trials
     assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert "OSError" in trials[1].user_attrs["resume_failed"]
-    assert (tmp_path / "torn" / "trial_0000.unresumable_0001" / "backup").exists()
-    log = pd.read_csv(tmp_path / "torn" / "trial_0000" / "logs" / "phase1.csv")
-    assert list(log["epoch"]) == [0, 1]  # started over in a clean run directory
+    assert "resume_failed" not in trials[1].user_attrs
+    assert list((tmp_path / "torn" / "trial_0000" / "backup").glob("*.unreadable-*"))
+    assert (tmp_path / "torn" / "trial_0000" / "metrics.json").exists()
