@@ -1,7 +1,9 @@
 """`python -m trainer.doctor` on this machine (CPU only): a run that passes with its CPU-only warnings, one run
-whose flags make five checks FAIL at once, and the parity check failing on a strategy that skips the
-cross-replica sum. Runs that split the CPU are subprocesses (devices are configured before TensorFlow starts);
-the checks that need no fresh process are called in-process."""
+whose flags make five checks FAIL at once (dataset not built, weights of another backbone, model_dir not
+writable, unreachable PostgreSQL, TF_CONFIG naming a busy port), and the parity check failing on a strategy that
+skips the cross-replica sum. Runs that split the CPU are subprocesses (devices are configured before TensorFlow
+starts); the checks that need no fresh process (run directory states, TF_CONFIG shapes, Keras' weights cache,
+the CUDA version rules) are called in-process."""
 
 import json
 import pathlib
@@ -14,8 +16,9 @@ import tensorflow as tf
 
 from pipelines import backbones
 from trainer import config as config_lib
-from trainer import models
-from trainer.preflight import cluster, model_dir, report, versions
+from trainer import doctor as doctor_command
+from trainer import models, preflight
+from trainer.preflight import cluster, model_dir, report, versions, weights
 from trainer.run_dir import RunFiles
 from tests.training.test_distributed import cpu_env
 
@@ -71,7 +74,8 @@ def test_each_problem_is_its_own_fail_line_and_the_exit_status_is_1(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]},
+                     "task": {"type": "worker", "index": 0}}
         done = doctor(*SMALL, "--skip_parity", "--strategy=auto", f"--data_dir={tmp_path / 'empty'}",
                       f"--weights={other_backbone}", f"--model_dir={tmp_path / 'a_file' / 'run'}",
                       f"--storage={UNREACHABLE_DATABASE}", TF_CONFIG=json.dumps(tf_config))
@@ -89,12 +93,11 @@ def test_each_problem_is_its_own_fail_line_and_the_exit_status_is_1(tmp_path):
     assert "something FAILs: fix those lines first (5 FAIL" in done.stdout.splitlines()[-1]
 
 
-def test_flags_trainer_main_refuses_are_refused_in_one_line(tmp_path):
-    done = doctor(*SMALL, "--phylum_loss_weight=0.3", f"--model_dir={tmp_path / 'run'}")
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.strip().splitlines() == [
-        "trainer.doctor: error: --phylum_loss_weight=0.3 with --phylum_head=False: set both (--phylum_head "
-        "--phylum_loss_weight=0.3) or neither"]
+def test_flags_trainer_main_refuses_are_refused_before_any_check(tmp_path, capsys):
+    """A ConfigError, which cli.run turns into trainer.main's one line and exit status 2."""
+    with pytest.raises(config_lib.ConfigError, match=r"--phylum_loss_weight=0.3 with --phylum_head=False"):
+        doctor_command.main(small_config(tmp_path, "--phylum_loss_weight=0.3"), preflight.DoctorSettings())
+    assert capsys.readouterr().out == ""
 
 
 class FirstReplicaOnly(tf.distribute.ReductionToOneDevice):
@@ -179,3 +182,22 @@ def test_cuda_libraries_against_what_tensorflow_was_built_with(loaded, failure, 
     failures, warnings = versions.library_mismatches({"cuda_version": "12.5.1", "cudnn_version": "9"}, loaded)
     assert any(failure in line for line in failures) if failure else failures == []
     assert any(warning in line for line in warnings) if warning else warnings == []
+
+
+@pytest.mark.parametrize("backbone, found, status, message", [
+    ("mobilenetv2", None, report.WARN, "is not in Keras' cache: trainer.main downloads it at start"),
+    ("mobilenetv2", b"torn", report.FAIL, "does not load into mobilenetv2"),  # Keras keeps no hash for it
+    ("inceptionv3", b"torn", report.WARN, "does not have the hash Keras expects"),
+])
+def test_imagenet_weights_are_looked_up_in_keras_cache_without_downloading(tmp_path, monkeypatch, backbone, found,
+                                                                            status, message):
+    """The file name, cache folder and hash are Keras' own (its get_file only reports them)."""
+    monkeypatch.setattr(weights.keras_config, "keras_home", lambda: str(tmp_path))
+    config = small_config(tmp_path, f"--backbone={backbone}", "--image_size=75", "--weights=imagenet")
+    path = pathlib.Path(weights.imagenet_file(config.backbone_spec, 75)[0])
+    assert path.parent == tmp_path / "models" and path.name.startswith(backbone.replace("v", "_v"))
+    if found:
+        path.parent.mkdir()
+        path.write_bytes(found)
+    result = weights.check_weights(config)
+    assert result.status == status and message in result.message, result.message

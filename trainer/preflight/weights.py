@@ -1,5 +1,6 @@
 """The backbone's initial weights: for --weights=imagenet the file Keras keeps in its cache (present, with the
-hash Keras expects), for a weights file that it loads into the run's backbone; --weights=none needs nothing.
+hash Keras expects, loading into the backbone), for a weights file that it loads into the run's backbone;
+--weights=none needs nothing.
 
 Where Keras caches an application's weights is its own business: `imagenet_file` builds the application with
 weights="imagenet" while Keras' get_file only reports the file it would fetch, so the name, cache directory
@@ -39,9 +40,10 @@ def _locate(fname, origin=None, cache_subdir="datasets", file_hash=None, cache_d
 
 
 def imagenet_file(spec: backbones.Backbone, size: int) -> tuple[str, str | None]:
-    """(path, hash) of the ImageNet weights Keras would load for the backbone without top at this size."""
+    """(path, hash or None) of the ImageNet weights Keras would load for the backbone without top at this size."""
     constructor = getattr(keras.applications, spec.application)
-    with unittest.mock.patch.object(file_utils, "get_file", _locate):
+    with unittest.mock.patch.object(file_utils, "get_file", _locate), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. MobileNetV2's note that other sizes load its 224-px weights
         try:
             constructor(include_top=False, weights="imagenet", input_shape=(size, size, 3))
         except _Located as located:
@@ -50,6 +52,8 @@ def imagenet_file(spec: backbones.Backbone, size: int) -> tuple[str, str | None]
 
 
 def _check_imagenet(spec: backbones.Backbone, size: int) -> Result:
+    """A file whose hash Keras knows and does not match is fetched again by Keras at start; one without a hash
+    (MobileNetV2's) is loaded as it is, so the check loads it too."""
     path, file_hash = imagenet_file(spec, size)
     fetch = f"python -c 'import keras; keras.applications.{spec.application}(include_top=False)'"
     if not os.path.isfile(path):
@@ -58,7 +62,23 @@ def _check_imagenet(spec: backbones.Backbone, size: int) -> Result:
     if file_hash and not file_utils.validate_file(path, file_hash):
         return warn("weights", f"imagenet: {path} does not have the hash Keras expects (a torn download?): "
                                f"trainer.main downloads it again at start; to do it now delete it and run {fetch}")
-    return ok("weights", f"imagenet: {path} ({os.path.getsize(path) / MIB:.0f} MiB, hash as Keras expects)")
+    problem = _load_problem(spec, size, "imagenet")
+    if problem:
+        return fail("weights", f"imagenet: {path} does not load into {spec.name} ({problem}): delete it and run "
+                               f"{fetch}")
+    checked = "hash as Keras expects" if file_hash else "Keras keeps no hash for it"
+    return ok("weights", f"imagenet: {path} ({os.path.getsize(path) / MIB:.0f} MiB, {checked}), loads into {spec.name}")
+
+
+def _load_problem(spec: backbones.Backbone, size: int, weights: str) -> str | None:
+    """Why the backbone cannot be built with these weights, or None."""
+    try:
+        with warnings.catch_warnings():  # Keras warns about each part it skips; the FAIL line says it all
+            warnings.simplefilter("ignore")
+            models.build_backbone(spec, size, weights)
+    except Exception as error:  # Keras' h5 and .weights.h5 loaders raise ValueError, OSError, KeyError...
+        return first_line(error)
+    return None
 
 
 def check_weights(config: Config) -> Result:
@@ -70,11 +90,8 @@ def check_weights(config: Config) -> Result:
         return ok("weights", f"none: {spec.name} starts from random weights")
     if weights == "imagenet":
         return _check_imagenet(spec, config.input_size)
-    try:
-        with warnings.catch_warnings():  # Keras warns about each part it skips; the line below says it all
-            warnings.simplefilter("ignore")
-            backbone = models.build_backbone(spec, config.input_size, weights)
-    except Exception as error:  # Keras' h5 and .weights.h5 loaders raise ValueError, OSError, KeyError...
-        return fail("weights", f"--weights={weights} does not load into {spec.name} ({first_line(error)}): give "
-                               f"the weights of {spec.name} without top (include_top=False), imagenet or none")
-    return ok("weights", f"{weights}: loads into {spec.name} ({backbone.count_params():,} parameters)")
+    problem = _load_problem(spec, config.input_size, weights)
+    if problem:
+        return fail("weights", f"--weights={weights} does not load into {spec.name} ({problem}): give the weights "
+                               f"of {spec.name} without top (include_top=False), imagenet or none")
+    return ok("weights", f"{weights}: loads into {spec.name}")
