@@ -26,10 +26,11 @@ IMAGEOMICS_LICENSES = os.path.join("metadata", "licenses.csv")
 LICENSE_COLUMNS = ("eol_content_id", "md5", "license_name", "copyright_owner")
 EXCLUSIONS_FILE = "exclusions.csv"
 EXCLUSION_COLUMNS = ("rare_species_id", "reason")
+SHIPPED_TAXONOMY = "shipped annotation"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 
-TEXT_COLUMNS = ("rare_species_id", "kingdom", "phylum", "family", "taxon_class", "order", "genus", "species",
-                "common_name", "license_name", "copyright_owner", "source_url", "md5", "file_name")
+LOWER_RANKS = ("class", "order", "genus", "species")  # phylum and family come with every layout's metadata
+TEXT_COLUMNS = ("rare_species_id", "kingdom", "phylum", "family", *LOWER_RANKS, "common_name", "license_name", "copyright_owner", "source_url", "md5", "file_name")
 CATALOG_COLUMNS = ("row", "eol_content_id", "eol_page_id", *TEXT_COLUMNS, "path")
 
 
@@ -47,7 +48,8 @@ class Download:
       metadata_path: the file the rows came from (row numbers refer to its lines).
       table: one row per metadata row, columns CATALOG_COLUMNS; `path` is None when the file is missing.
       unnamed_files: image files under the root that no metadata row names (relative paths, sorted).
-      has_taxonomy: whether class/order/genus/species/common name were available.
+      taxonomy_source: where class/order/genus/species came from: the download's own file or catalog, or the
+        shipped annotation (tfds_rarespecies/labels.py) for a course download without one.
     """
 
     root: pathlib.Path
@@ -55,7 +57,7 @@ class Download:
     metadata_path: pathlib.Path
     table: pd.DataFrame
     unnamed_files: list[str]
-    has_taxonomy: bool
+    taxonomy_source: str
 
 
 def find_root(manual_dir: os.PathLike) -> tuple[pathlib.Path, str] | None:
@@ -79,21 +81,22 @@ def read_download(root: os.PathLike, layout: str) -> Download:
         metadata_path = root / COURSE_METADATA
         table = _course_table(_read_csv(metadata_path, COURSE_COLUMNS))
         taxonomy_path = next((root / name for name in TAXONOMY_FILES if (root / name).exists()), None)
-        has_taxonomy = taxonomy_path is not None
-        if has_taxonomy:
+        taxonomy_source = taxonomy_path.name if taxonomy_path else SHIPPED_TAXONOMY
+        if taxonomy_path:
             table = _join_taxonomy(table, taxonomy_path)
     else:
         metadata_path = root / IMAGEOMICS_METADATA
         table = _imageomics_table(_read_csv(metadata_path, IMAGEOMICS_COLUMNS))
-        has_taxonomy = True
+        taxonomy_source = IMAGEOMICS_METADATA
         if (root / IMAGEOMICS_LICENSES).exists():
             table = _join_licenses(table, root / IMAGEOMICS_LICENSES)
     _validate(table, metadata_path)
+    _place_in_tree(table)
     files, folders = _index_image_files(root)
     table["path"] = [files.get(name, folders.get(name)) for name in table["file_name"]]
     named = set(table["file_name"])
     unnamed = sorted(str(path.relative_to(root)) for name, path in files.items() if name not in named)
-    return Download(root, layout, metadata_path, table[list(CATALOG_COLUMNS)], unnamed, has_taxonomy)
+    return Download(root, layout, metadata_path, table[list(CATALOG_COLUMNS)], unnamed, taxonomy_source)
 
 
 def read_exclusions(path: os.PathLike) -> dict[str, str]:
@@ -163,7 +166,7 @@ def _imageomics_table(frame: pd.DataFrame) -> pd.DataFrame:
     table["eol_page_id"] = frame["eol_page_id"]
     for column in ("kingdom", "phylum", "family"):
         table[column] = frame[column].str.lower()
-    table["taxon_class"] = frame["class"]
+    table["class"] = frame["class"]
     table["order"] = frame["order"]
     table["genus"] = frame["genus"]
     table["species"] = frame["sciName"]
@@ -177,7 +180,7 @@ def _join_taxonomy(table: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:
     taxonomy["file_name"] = taxonomy["filepath"].map(lambda p: p.replace("\\", "/").rsplit("/", 1)[-1])
     taxonomy = taxonomy.drop_duplicates("file_name").set_index("file_name")
     joined = taxonomy.reindex(table["file_name"])
-    table["taxon_class"] = joined["cls"].fillna("").to_numpy()
+    table["class"] = joined["cls"].fillna("").to_numpy()
     table["order"] = joined["order"].fillna("").to_numpy()
     table["genus"] = joined["genus"].fillna("").to_numpy()
     table["species"] = joined["class"].fillna("").to_numpy()
@@ -233,6 +236,29 @@ def _validate(table: pd.DataFrame, path: pathlib.Path) -> None:
         raise MetadataError(f"{path}: row {row}: column phylum: family {table.at[row, 'family']!r} belongs to "
                             f"{expected_phylum[row]!r}, not {table.at[row, 'phylum']!r}; fix the row")
     table["row"] = table.index
+
+
+def _place_in_tree(table: pd.DataFrame) -> None:
+    """Lower-cases the ranks below phylum, fills empty ones from the shipped taxonomy by EOL page id (one page
+    per species) and empties every rank of a row that does not sit in the shipped tree (an unknown name, or
+    ranks that disagree with the tree): such a row is unplaced, and the build report counts it."""
+    for rank in LOWER_RANKS:
+        table[rank] = table[rank].str.lower()
+    shipped = labels.taxonomy().set_index("eol_page_id").reindex(table["eol_page_id"])
+    for rank in LOWER_RANKS:
+        empty = (table[rank] == "").to_numpy()
+        table.loc[empty, rank] = shipped[rank].fillna("").to_numpy()[empty]
+    if "common_name" in table:
+        empty = (table["common_name"] == "").to_numpy()
+        table.loc[empty, "common_name"] = shipped["common_name"].fillna("").to_numpy()[empty]
+    tree = labels.taxonomy()[list(labels.RANKS)]
+    placed = table[list(labels.RANKS)].merge(tree.drop_duplicates(), how="left", indicator=True)["_merge"]
+    table.loc[(placed == "left_only").to_numpy(), list(LOWER_RANKS)] = ""
+
+
+def unplaced(table: pd.DataFrame) -> pd.Series:
+    """Rows without the ranks below family (see _place_in_tree)."""
+    return table["species"] == ""
 
 
 def _require_values(table: pd.DataFrame, column: str, path: pathlib.Path) -> None:

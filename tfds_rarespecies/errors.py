@@ -11,17 +11,22 @@ a `SystemExit` raised inside it, and `sys.excepthook` would change every process
 So `Builder.download_and_prepare` runs inside `one_line_under_tfds_build()`: when (and only when) the call
 comes from `tfds build` (its module is on the call stack, in the main process), a `BuildError` is printed as
 `tfds build: error: ...` and becomes `SystemExit(2)`, which absl passes through untouched and Python ends
-without a traceback. Every other exception, a bug, keeps its traceback.
+without a traceback. Every other exception, a bug, keeps its traceback. Under the Beam executor a worker's
+BuildError reaches the driver inside the runner's own error; `raised_by_beam_workers` makes it a BuildError again.
 """
 
 import contextlib
 import multiprocessing
+import re
 import sys
 from collections.abc import Iterator
 
 PROGRAM = "tfds build"
 EXIT_USAGE = 2
 _TFDS_BUILD_MODULE = "tensorflow_datasets.scripts.cli.build"
+# The last line of a worker's BuildError traceback, as a Beam runner quotes it (Beam appends the stage).
+_WORKER_BUILD_ERROR = re.compile(rf"^{re.escape(__name__)}\.BuildError: (.+?)(?: \[while running '[^']*'\])*$",
+                                 re.MULTILINE)
 
 
 class BuildError(ValueError):
@@ -40,6 +45,25 @@ def one_line_under_tfds_build() -> Iterator[None]:
         sys.stdout.flush()
         print(f"{PROGRAM}: error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USAGE) from None
+
+
+@contextlib.contextmanager
+def raised_by_beam_workers() -> Iterator[None]:
+    """Turns a Beam failure caused by a BuildError in a worker back into that BuildError.
+
+    A Beam runner re-raises a worker's exception in the driver as an error of its own (the DirectRunner in
+    multi_processing mode: a RuntimeError) whose text holds the worker's traceback, ending in the BuildError
+    line with Beam's ` [while running 'STAGE']` appended. Any other failure is re-raised unchanged.
+    """
+    try:
+        yield
+    except BuildError:
+        raise
+    except Exception as error:
+        found = _WORKER_BUILD_ERROR.findall(str(error))
+        if not found:
+            raise
+        raise BuildError(found[-1]) from None
 
 
 def _called_by_tfds_build() -> bool:

@@ -1,31 +1,53 @@
-"""Label lists shipped with the builder, made once from the real metadata (202 families, 5 phyla).
+"""The taxonomy shipped with the builder: one row per species (EOL page) with its six ranks, made once from the
+real metadata and Imageomics' annotation (CC0): 400 species, 316 genera, 202 families, 85 orders, 15 classes,
+5 phyla, a strict tree.
 
-Shipping the lists (rather than reading them off a download) keeps label ids identical across builds,
-subsets and machines, so a model trained on one build reads another.
+Each rank's label list is that rank's names, sorted. Shipping the table (rather than reading the lists off a
+download) keeps label ids identical across builds, subsets and machines, so a model trained on one build reads
+another; and it fills the ranks of a course download that came without rare_species_taxonomy.csv.
 """
 
 import functools
 from importlib import resources
 
+import pandas as pd
+
 KINGDOMS = ("animalia",)
-
-
-def _read_lines(file_name: str) -> tuple[str, ...]:
-    text = resources.files("tfds_rarespecies").joinpath("rare_species", file_name).read_text()
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+RANKS = ("phylum", "class", "order", "family", "genus", "species")
+TAXONOMY_FILE = "taxonomy.tsv"
 
 
 @functools.cache
+def taxonomy() -> pd.DataFrame:
+    """eol_page_id, the six ranks (lower case; species is "genus epithet") and common_name, one row per species."""
+    with resources.files("tfds_rarespecies").joinpath("rare_species", TAXONOMY_FILE).open() as stream:
+        return pd.read_csv(stream, sep="\t", dtype=str, keep_default_na=False).astype({"eol_page_id": "int64"})
+
+
+@functools.cache
+def names(rank: str) -> tuple[str, ...]:
+    """The label list of a rank: label id i is names(rank)[i]."""
+    if rank not in RANKS:
+        raise ValueError(f"unknown rank {rank!r}: one of {', '.join(RANKS)}")
+    return tuple(sorted(taxonomy()[rank].unique()))
+
+
 def families() -> tuple[str, ...]:
-    return _read_lines("families.txt")
+    return names("family")
 
 
-@functools.cache
 def phyla() -> tuple[str, ...]:
-    return _read_lines("phyla.txt")
+    return names("phylum")
 
 
 @functools.cache
+def ancestors(rank: str) -> pd.DataFrame:
+    """One row per name of the rank (in label-id order) with the names of every rank above it, as columns."""
+    above = RANKS[:RANKS.index(rank) + 1]
+    table = taxonomy()[list(above)].drop_duplicates(rank).set_index(rank)
+    return table.reindex(names(rank))
+
+
 def family_to_phylum() -> dict[str, str]:
-    """Each family belongs to exactly one phylum; the table is `family<TAB>phylum` per line."""
-    return dict(line.split("\t") for line in _read_lines("family_phylum.tsv"))
+    """Each family belongs to exactly one phylum."""
+    return ancestors("family")["phylum"].to_dict()

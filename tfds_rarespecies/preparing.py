@@ -1,9 +1,10 @@
 """Turns every downloaded file into its stored JPEG once, in parallel over all cores.
 
-The per-file step (`prepare_one`) is a pure function of (file, size, quality): it reads the bytes, checks the
-md5 the licenses file gives, decodes with the one decoder (imaging.prepare) and writes the re-encoded JPEG to
-a scratch folder. A process pool maps it over the files; the hashes it returns feed the split assignment,
-which needs all of them before any example is written.
+The per-file step (`prepare`) is a pure function of (file, size, quality): it reads the bytes, checks the md5
+the licenses file gives and decodes with the one decoder (imaging.prepare). The local executor maps
+`prepare_one` (prepare, then write the re-encoded JPEG to a scratch folder) over a process pool; the Beam
+executor calls `prepare` in a Beam stage. The hashes feed the split assignment, which needs all of them
+before any example is written.
 """
 
 import concurrent.futures
@@ -60,27 +61,36 @@ class Outcome:
         return not self.reason
 
 
-def prepare_one(job: Job, short_side: int, quality: int) -> Outcome:
-    """Reads, checks, decodes, resizes and writes one file; never raises for a bad or unreadable file.
+def prepare(job: Job, short_side: int, quality: int) -> tuple[Outcome, bytes]:
+    """The per-file work, a pure function of (file, size, quality) that both executors run: reads, checks,
+    decodes, orients, converts to RGB, resizes, encodes and hashes one file; (its Outcome, its stored JPEG or
+    b"" when it failed). Never raises for a bad or unreadable file.
 
     A failure is recorded as a reason word (READ_REASONS, imaging.REASONS) and a detail made of our own words
-    and numbers, never of the file's bytes. Only writing the prepared JPEG may raise: the scratch folder is
-    the build's, and a full disk is no fault of one file.
+    and numbers, never of the file's bytes.
     """
     try:
         data = _read_regular_file(pathlib.Path(job.source))
     except OSError as exc:
-        return Outcome(job.file_name, *_read_failure(exc, pathlib.Path(job.source)))
+        return Outcome(job.file_name, *_read_failure(exc, pathlib.Path(job.source))), b""
     if job.md5 and hashlib.md5(data).hexdigest() != job.md5:
         return Outcome(job.file_name, "md5_mismatch",
-                       f"md5 {hashlib.md5(data).hexdigest()} != licenses.csv md5 {job.md5}")
+                       f"md5 {hashlib.md5(data).hexdigest()} != licenses.csv md5 {job.md5}"), b""
     try:
         prepared = imaging.prepare(data, short_side, quality)
     except imaging.DecodeError as exc:
-        return Outcome(job.file_name, exc.reason, str(exc))
-    pathlib.Path(job.target).write_bytes(prepared.jpeg)
+        return Outcome(job.file_name, exc.reason, str(exc)), b""
     return Outcome(job.file_name, width=prepared.width, height=prepared.height,
-                   content_sha256=prepared.content_sha256, phash=prepared.phash)
+                   content_sha256=prepared.content_sha256, phash=prepared.phash), prepared.jpeg
+
+
+def prepare_one(job: Job, short_side: int, quality: int) -> Outcome:
+    """`prepare`, then the JPEG written to the job's target (the local executor's scratch folder). Only the
+    write may raise: the scratch folder is the build's, and a full disk is no fault of one file."""
+    outcome, jpeg = prepare(job, short_side, quality)
+    if outcome.ok:
+        pathlib.Path(job.target).write_bytes(jpeg)
+    return outcome
 
 
 def _read_regular_file(path: pathlib.Path) -> bytes:
@@ -110,7 +120,7 @@ def prepare_all(jobs: Iterable[Job], short_side: int, quality: int, workers: int
     TensorFlow's thread pools running is unsafe.
     """
     jobs = list(jobs)
-    workers = workers or os.cpu_count() or 1
+    workers = worker_count(workers)
     step = functools.partial(prepare_one, short_side=short_side, quality=quality)
     progress = functools.partial(tqdm.tqdm, total=len(jobs), desc="Decoding and resizing images", unit=" images")
     if workers == 1 or len(jobs) < 2:
@@ -123,6 +133,11 @@ def prepare_all(jobs: Iterable[Job], short_side: int, quality: int, workers: int
         with _main_module_hidden():  # the pool starts its workers while map submits the chunks
             outcomes = pool.map(step, jobs, chunksize=chunk)
         yield from progress(outcomes)
+
+
+def worker_count(workers: int) -> int:
+    """The processes prepare_all runs for a config's num_workers: 0 means every core."""
+    return workers or os.cpu_count() or 1
 
 
 @contextlib.contextmanager

@@ -33,6 +33,9 @@ class BuildReport:
     species_fallback_families: list[str]
     duplicate_groups: int
     images_in_duplicate_groups: int
+    taxonomy_source: str
+    unplaced_written: int
+    executor: dict  # {"name": "local", "workers": N} or {"name": "beam", "options": {...set options...}}
 
     def check(self) -> None:
         """Raises CountsDoNotAddUp unless each row has exactly one status and splits hold exactly the written."""
@@ -65,6 +68,8 @@ class BuildReport:
             "unnamed_files": len(self.unnamed_files),
             "unmatched_exclusions": self.unmatched_exclusions,
             "species_disjoint_fallback_families": self.species_fallback_families,
+            "taxonomy": {"source": self.taxonomy_source, "unplaced_written": self.unplaced_written},
+            "executor": self.executor,
         }
 
     def write(self, directory: pathlib.Path) -> None:
@@ -85,6 +90,9 @@ class BuildReport:
             lines.append(f"  {split}: {n} images ({per_phylum})")
         lines.append(f"  duplicate groups kept within one split: {s['duplicate_groups']} "
                      f"({s['images_in_duplicate_groups']} images)")
+        lines.append(f"  taxonomy (class, order, genus, species) from the {self.taxonomy_source}"
+                     + (f"; {self.unplaced_written} written images outside the shipped tree have none (-1)"
+                        if self.unplaced_written else ""))
         if self.unnamed_files:
             lines.append(f"  files on disk that no metadata row names: {len(self.unnamed_files)} "
                          f"(first: {self.unnamed_files[0]})")
@@ -93,4 +101,12 @@ class BuildReport:
         if self.species_fallback_families:
             lines.append(f"  one-species families split by image, not species: "
                          f"{len(self.species_fallback_families)}")
+        lines.append(f"  executor: {_describe(self.executor)}")
         return "\n".join(lines)
+
+
+def _describe(executor: dict) -> str:
+    """The executor in the printed report's words."""
+    if executor["name"] == "local":
+        return f"local, {executor['workers']} worker processes"
+    return "beam, " + ", ".join(f"{key}={value}" for key, value in executor["options"].items())

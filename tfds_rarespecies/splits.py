@@ -13,8 +13,9 @@ import itertools
 import math
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 
-import numpy as np
 import pandas as pd
+
+from tfds_rarespecies import near_duplicates
 
 SPLITS = ("train", "validation", "test")
 SCHEMES = ("stratified", "species_disjoint")
@@ -37,18 +38,24 @@ class TooFewToSplit(ValueError):
         super().__init__(f"{problem}: {', '.join(families[:self.SHOWN])}{more}")
 
 
+class TooFewImages(TooFewToSplit):
+    """Some families have fewer images than there are splits: no scheme can split them, unlike a family whose
+    species or duplicate groups are too few for one scheme only."""
+
+
 def duplicate_groups(keys: Sequence[str], families: Sequence[str], content_sha256: Sequence[str],
                      phash: Sequence[str], max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE) -> list[int]:
     """Group id per item, so that copies of one picture can be kept in one split.
 
     Items share a group when their content hashes are equal (in any family: the same file filed twice) or
     their perceptual hashes (16 hex digits) are at most max_distance bits apart within one family (across
-    families, similar-looking pictures are different subjects); transitively. Ids number the groups in
-    sorted order of their smallest key, so they do not depend on row order.
+    families, similar-looking pictures are different subjects); transitively. The near pairs come from
+    near_duplicates.pairs, an index whose work grows near-linearly with the images, not pairwise per family.
+    Ids number the groups in sorted order of their smallest key, so they do not depend on row order.
     """
     _check_lengths(keys=keys, families=families, content_sha256=content_sha256, phash=phash)
     _check_unique(keys)
-    near = _near_duplicate_pairs(families, phash, max_distance)
+    near = near_duplicates.pairs(families, near_duplicates.hashes_from_hex(phash), max_distance).tolist()
     roots = _components(len(keys), itertools.chain(_same_label_pairs(content_sha256), near))
     smallest: dict[int, str] = {}
     for key, root in zip(keys, roots):
@@ -79,8 +86,9 @@ def assign_splits(keys: Sequence[str], families: Sequence[str], groups: Sequence
     species-disjoint and fall back to the stratified split (see species_disjoint_fallback_families).
 
     Families are filled in sorted order; a duplicate group spanning families is placed with the first and
-    counted as already placed by the others. Raises TooFewToSplit naming the families with fewer than 3
-    images, or whose units are too few to reach all three splits; ValueError for inconsistent arguments.
+    counted as already placed by the others. Raises TooFewImages naming the families with fewer than 3
+    images, TooFewToSplit those whose units are too few to reach all three splits; ValueError for
+    inconsistent arguments.
     """
     _check_split_inputs(keys, families, groups, fractions, species, scheme)
     units, multi_species = list(groups), set()
@@ -179,17 +187,6 @@ def _species_units(families: Sequence[str], species: Sequence[str], groups: Sequ
     return _components(len(groups), itertools.chain(_same_label_pairs(groups), _same_label_pairs(links)))
 
 
-def _near_duplicate_pairs(families: Sequence[str], phash: Sequence[str], max_distance: int
-                          ) -> Iterator[tuple[int, int]]:
-    """Index pairs within one family whose 64-bit perceptual hashes differ in at most max_distance bits."""
-    for items in _indices_by(families).values():
-        values = np.array([int(phash[i], 16) for i in items], dtype=np.uint64)
-        xor = values[:, None] ^ values[None, :]
-        distance = np.unpackbits(xor[..., None].view(np.uint8), axis=-1).sum(axis=-1)
-        for a, b in zip(*np.nonzero(np.triu(distance <= max_distance, k=1))):
-            yield items[a], items[b]
-
-
 def _same_label_pairs(labels: Sequence[Hashable | None]) -> Iterator[tuple[int, int]]:
     """Links each item to the first item with the same label (None links nothing)."""
     first: dict[Hashable, int] = {}
@@ -251,8 +248,8 @@ def _check_split_inputs(keys, families, groups, fractions, species, scheme) -> N
     sizes = collections.Counter(families)
     small = sorted(family for family, n in sizes.items() if n < len(SPLITS))
     if small:
-        raise TooFewToSplit("every family needs at least 3 images to be in train, validation and test",
-                            [f"{family} ({sizes[family]})" for family in small])
+        raise TooFewImages("every family needs at least 3 images to be in train, validation and test",
+                           [f"{family} ({sizes[family]})" for family in small])
 
 
 def _check_every_split(families: Sequence[str], split_of: Sequence[int], scheme: str) -> None:

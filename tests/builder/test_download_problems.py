@@ -107,6 +107,20 @@ def test_subset_too_small_for_the_species_split_names_config_and_what_to_build(t
     assert build(download, tmp_path / "data").info.splits.total_num_examples == 4
 
 
+def test_a_family_with_fewer_images_than_splits_fails_every_scheme_naming_it(tmp_path, real_metadata):
+    """No other config can split a 2-image family, so the advice is about the images, not --config."""
+    rows = tiny_rows(real_metadata, per_family=4)
+    rows = rows.drop(index=rows.index[rows["family"] == "unionidae"][2:])
+    download = replica.write_replica(tmp_path / "download", rows.reset_index(drop=True), "course", min_side=40,
+                                     max_side=60)
+    for config in ("small_128", "small_128_species_disjoint"):
+        with pytest.raises(errors.BuildError) as raised:
+            build(download, tmp_path / config, config=config)
+        assert re.match(rf"--config={config}: every family needs at least 3 images .*: unionidae \(2\); add "
+                        r"images of those families, or leave them out", str(raised.value)), str(raised.value)
+        assert "\n" not in str(raised.value) and "--config=small_128)" not in str(raised.value)
+
+
 def _cli_cases(tmp_path: pathlib.Path, real_metadata: pd.DataFrame) -> dict[str, tuple[list[str], str]]:
     """Case -> (its own `tfds build` arguments, the message its one line must hold)."""
     valid = replica.write_replica(tmp_path / "valid", tiny_rows(real_metadata, per_family=4), "course",
@@ -125,6 +139,8 @@ def _cli_cases(tmp_path: pathlib.Path, real_metadata: pd.DataFrame) -> dict[str,
     small = _too_small_for_species_split(tmp_path, real_metadata)
     cases["too_small"] = ([f"--manual_dir={small}", "--config=small_128_species_disjoint"],
                           r"--config=small_128_species_disjoint: .*unionidae; .*\(--config=small_128\)")
+    cases["too_small_no_config"] = ([f"--manual_dir={small}"], r"--config=inception_342_species_disjoint: "
+                                    r".*unionidae; .*\(--config=inception_342\)")
     return cases
 
 
@@ -154,13 +170,24 @@ def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["non_utf8", "no_metadata", "no_manual_dir", "too_small"])
+@pytest.mark.parametrize("case", ["non_utf8", "no_metadata", "no_manual_dir", "too_small", "too_small_no_config"])
 def test_tfds_build_ends_a_user_error_in_one_line(cli_runs, case):
     run, message = cli_runs[case]
     ours = [line for line in run.stderr.splitlines() if line and not _LIBRARY_LINE.match(line)]
     assert (run.returncode, len(ours)) == (errors.EXIT_USAGE, 1), run.stderr
     assert "Traceback" not in run.stderr and run.stderr.rstrip().endswith(ours[0])
     assert re.match(r"tfds build: error: ", ours[0]) and re.search(message, ours[0]), ours[0]
+
+
+@pytest.mark.slow
+def test_tfds_build_without_config_builds_the_configs_before_the_one_too_small(cli_runs):
+    """Every config in BUILDER_CONFIGS order: the three stratified ones fit the subset, the first species-
+    disjoint one ends the command, and the ones after it are not started."""
+    run, _ = cli_runs["too_small_no_config"]
+    data_dir = pathlib.Path(next(a for a in run.args if a.startswith("--data_dir=")).split("=", 1)[1])
+    built = sorted(path.parent.parent.name for path in data_dir.glob("rare_species/*/*/dataset_info.json"))
+    assert built == ["inception_342", "small_128", "standard_256"]
+    assert not (data_dir / "rare_species" / "standard_256_species_disjoint").exists()
 
 
 def test_a_fifo_named_like_an_image_is_skipped_without_blocking(tmp_path):

@@ -31,7 +31,6 @@ NUM_SHARDS = 3
 
 
 FAMILIES = list(labels.families())
-PHYLA = list(labels.phyla())
 FAMILY_IDS = [FAMILIES.index(family) for family in COLOURS]
 
 
@@ -45,15 +44,19 @@ def features_dict() -> tfds.features.FeaturesDict:
         "eol_content_id": np.int64,
         "eol_page_id": np.int64,
         "kingdom": tfds.features.ClassLabel(names=["animalia"]),
-        "phylum": tfds.features.ClassLabel(names=PHYLA),
-        "family": tfds.features.ClassLabel(names=FAMILIES),
-        **{name: text for name in ("taxon_class", "order", "genus", "species", "common_name", "license_name",
-                                   "copyright_owner", "source_url")},
+        **{rank: tfds.features.ClassLabel(names=labels.names(rank)) for rank in labels.RANKS},
+        **{name: text for name in ("common_name", "license_name", "copyright_owner", "source_url")},
         "original_width": np.int32,
         "original_height": np.int32,
         "content_sha256": text,
         "phash": text,
     })
+
+
+def first_species(family: str) -> dict[str, str]:
+    """The six ranks of the family's first species in the shipped taxonomy."""
+    tree = labels.taxonomy().sort_values("species")
+    return tree.loc[tree["family"] == family, list(labels.RANKS)].iloc[0].to_dict()
 
 
 def solid_jpeg(colour, width: int, height: int, rng: np.random.Generator) -> bytes:
@@ -85,10 +88,9 @@ class _TinyRareSpecies(tfds.core.GeneratorBasedBuilder):
                 yield file_name, {
                     "image": io.BytesIO(solid_jpeg(colour, width, height, rng)), "file_name": file_name,
                     "rare_species_id": f"{family}-{index}", "eol_content_id": index, "eol_page_id": index,
-                    "kingdom": "animalia", "phylum": labels.family_to_phylum()[family], "family": family,
-                    **{name: "" for name in ("taxon_class", "order", "genus", "species", "common_name",
-                                             "license_name", "copyright_owner", "source_url", "content_sha256",
-                                             "phash")},
+                    "kingdom": "animalia", **first_species(family),
+                    **{name: "" for name in ("common_name", "license_name", "copyright_owner", "source_url",
+                                             "content_sha256", "phash")},
                     "original_width": width, "original_height": height,
                 }
 

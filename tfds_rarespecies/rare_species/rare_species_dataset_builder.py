@@ -12,6 +12,9 @@ or Imageomics' layout (metadata/rarespecies-catalog.csv). The flow: catalog (rea
 """
 
 import dataclasses
+import functools
+import json
+import operator
 import os
 import pathlib
 import shutil
@@ -88,11 +91,16 @@ def _configs() -> list[RareSpeciesConfig]:
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for rare_species."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "1.1.0": "Every rank a ClassLabel (class, order, genus, species beside phylum and family; the "
+                              "text feature taxon_class is now the ClassLabel class); ranks a course download "
+                              "lacks are filled from the shipped taxonomy, -1 for a row outside it."}
     BUILDER_CONFIGS = _configs()
     DEFAULT_CONFIG_NAME = "inception_342"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
+    # (beam_options, beam_runner) of the download_config: either one set picks the Beam executor.
+    _beam = (None, None)
 
     def _info(self) -> tfds.core.DatasetInfo:
         text = tfds.features.Text()
@@ -103,10 +111,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "eol_content_id": np.int64,
             "eol_page_id": np.int64,
             "kingdom": tfds.features.ClassLabel(names=labels.KINGDOMS),
-            "phylum": tfds.features.ClassLabel(names=labels.phyla()),
-            "family": tfds.features.ClassLabel(names=labels.families()),
-            **{name: text for name in ("taxon_class", "order", "genus", "species", "common_name",
-                                       "license_name", "copyright_owner", "source_url")},
+            **{rank: tfds.features.ClassLabel(names=labels.names(rank)) for rank in labels.RANKS},
+            **{name: text for name in ("common_name", "license_name", "copyright_owner", "source_url")},
             "original_width": np.int32,
             "original_height": np.int32,
             "content_sha256": text,
@@ -122,7 +128,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def download_and_prepare(self, **kwargs) -> None:
         """TFDS' download_and_prepare; under `tfds build` a BuildError ends the command in one line instead of a
         traceback (errors.py says why here), while a library caller still gets the exception."""
-        with errors.one_line_under_tfds_build():
+        download_config = kwargs.get("download_config") or tfds.download.DownloadConfig()
+        self._beam = (download_config.beam_options, download_config.beam_runner)
+        with errors.one_line_under_tfds_build(), errors.raised_by_beam_workers():
             super().download_and_prepare(**kwargs)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -138,44 +146,128 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             _skip_links_out(table, (manual_dir, download.root))
 
         scratch = pathlib.Path(dl_manager.download_dir) / "rare_species_prepared" / config.name
+        jobs = _jobs(table, scratch)
+        finish = functools.partial(_finish, table=table, download=download, unmatched=unmatched, config=config,
+                                   data_dir=self.data_dir)
+        if any(option is not None for option in self._beam):
+            return _beam_split_transforms(jobs, finish, config, _beam_executor(*self._beam))
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
-        outcomes = _prepare(table, scratch, config)
-        _raise_on_md5_mismatch(outcomes, table, download.metadata_path)
-        _record_outcomes(table, outcomes)
-        if config.strict and (table["status"] == "skipped").any():
-            row = table[table["status"] == "skipped"].iloc[0]
-            raise errors.BuildError(f"{download.metadata_path}: row {row['row']}: {row['file_name']} skipped "
-                                    f"({row['reason']}: {row['detail']}); strict build: fix or exclude the file")
-
-        written = table[table["status"] == "written"]
-        groups = splits.duplicate_groups(written["file_name"].tolist(), written["family"].tolist(),
-                                         written["content_sha256"].tolist(), written["phash"].tolist(),
-                                         max_distance=config.near_duplicate_distance)
-        table.loc[written.index, "split"] = _assign_splits(written, groups, config)
-
-        build_report = _make_report(download, table, groups, unmatched, config)
-        build_report.check()
-        build_report.write(pathlib.Path(self.data_dir))
-        self.info.metadata["build_report"] = build_report.summary()
-        print(build_report.format())
-        return {split: self._generate_examples(table[table["split"] == split])
-                for split in splits.SPLITS}
+        outcomes = preparing.prepare_all(jobs, config.short_side, config.jpeg_quality, config.num_workers)
+        table = finish(list(outcomes), executor={"name": "local",
+                                                 "workers": preparing.worker_count(config.num_workers)})
+        self.info.metadata["build_report"] = _summary(self.data_dir)
+        return {split: self._generate_examples(table[table["split"] == split]) for split in splits.SPLITS}
 
     def _generate_examples(self, rows: pd.DataFrame):
         """Yields the prepared JPEG of each written row, removing its scratch file once read."""
-        for row in rows.itertuples(index=False):
-            jpeg = pathlib.Path(row.prepared)
-            example = {
-                "image": jpeg.read_bytes(),
-                **{name: getattr(row, name) for name in (
-                    "file_name", "rare_species_id", "eol_content_id", "eol_page_id", "kingdom", "phylum",
-                    "family", "taxon_class", "order", "genus", "species", "common_name", "license_name",
-                    "copyright_owner", "source_url", "original_width", "original_height", "content_sha256",
-                    "phash")},
-            }
+        for row in rows.to_dict(orient="records"):  # not itertuples: "class" is no attribute name
+            jpeg = pathlib.Path(row["prepared"])
+            example = _example(row, jpeg.read_bytes())
             jpeg.unlink()
-            yield row.file_name, example
+            yield row["file_name"], example
+
+    def _process_pipeline_result(self, pipeline_result) -> None:
+        """After a Beam build: the report its assignment stage wrote, into the dataset's metadata."""
+        del pipeline_result
+        self.info.metadata["build_report"] = _summary(self.data_dir)
+
+
+def _example(row: dict, jpeg: bytes) -> dict:
+    """The stored example of a written row, whichever executor prepared its JPEG."""
+    return {
+        "image": jpeg,
+        **{name: row[name] for name in (
+            "file_name", "rare_species_id", "eol_content_id", "eol_page_id", "kingdom", "phylum",
+            "family", "common_name", "license_name", "copyright_owner", "source_url", "original_width",
+            "original_height", "content_sha256", "phash")},
+        **{rank: row[rank] or -1 for rank in catalog.LOWER_RANKS},  # -1: unplaced (TFDS' "no label")
+    }
+
+
+def _finish(outcomes: list[preparing.Outcome], table: pd.DataFrame, download: catalog.Download,
+            unmatched: list[str], config: RareSpeciesConfig, data_dir: str, executor: dict) -> pd.DataFrame:
+    """Everything between decoding and the examples, for both executors: outcomes into the table, the strict
+    and md5 checks, duplicate groups, splits, and the build report (checked, written into data_dir with the
+    executor named, printed). Returns the table with its splits. Outcomes may come in any order (Beam's);
+    they are taken in row order, so the first md5 mismatch named is the same whichever executor ran."""
+    row_of = {name: i for i, name in enumerate(table["file_name"])}
+    outcomes = {outcome.file_name: outcome for outcome in sorted(outcomes, key=lambda o: row_of[o.file_name])}
+    table = table.copy()
+    _raise_on_md5_mismatch(outcomes, table, download.metadata_path)
+    _record_outcomes(table, outcomes)
+    if config.strict and (table["status"] == "skipped").any():
+        row = table[table["status"] == "skipped"].iloc[0]
+        raise errors.BuildError(f"{download.metadata_path}: row {row['row']}: {row['file_name']} skipped "
+                                f"({row['reason']}: {row['detail']}); strict build: fix or exclude the file")
+    written = table[table["status"] == "written"]
+    groups = splits.duplicate_groups(written["file_name"].tolist(), written["family"].tolist(),
+                                     written["content_sha256"].tolist(), written["phash"].tolist(),
+                                     max_distance=config.near_duplicate_distance)
+    table.loc[written.index, "split"] = _assign_splits(written, groups, config)
+    build_report = _make_report(download, table, groups, unmatched, config, executor)
+    build_report.check()
+    build_report.write(pathlib.Path(data_dir))
+    print(build_report.format(), flush=True)
+    return table
+
+
+def _summary(data_dir: str) -> dict:
+    """The build report's summary for dataset_info.json: build_report.json without the file name list."""
+    payload = json.loads((pathlib.Path(data_dir) / report.JSON_NAME).read_text())
+    return {key: value for key, value in payload.items() if key != "unnamed_file_names"}
+
+
+def _beam_executor(options, runner) -> dict:
+    """The Beam executor as the report names it: its runner and the options set (not the defaults)."""
+    named = options.get_all_options(drop_default=True) if options is not None else {}
+    if runner is not None:
+        named["runner"] = runner if isinstance(runner, str) else type(runner).__name__
+    return {"name": "beam", "options": named}
+
+
+def _beam_split_transforms(jobs: list[preparing.Job], finish, config: RareSpeciesConfig, executor: dict) -> dict:
+    """The Beam executor: one stage decodes every file (preparing.prepare, the local executor's function), one
+    runs `finish` over all outcomes (the splits need every hash), and each split's examples are the decoded
+    files its split holds; TFDS writes the shards. The shared stages are built once, by the first split that
+    TFDS expands."""
+    beam = tfds.core.lazy_imports.apache_beam
+    shared = {}
+
+    def stages(pipeline):
+        if not shared:
+            prepared = (pipeline | "Files" >> beam.Create(jobs)
+                        | "Prepare" >> beam.Map(preparing.prepare, config.short_side, config.jpeg_quality))
+            assigned = (prepared | "Outcomes" >> beam.Map(operator.itemgetter(0))
+                        | "AllOutcomes" >> beam.combiners.ToList()
+                        | "Assign" >> beam.Map(_assigned_splits, finish, executor))
+            shared.update(prepared=prepared, assigned=beam.pvalue.AsSingleton(assigned))
+        return shared["prepared"], shared["assigned"]
+
+    @beam.ptransform_fn
+    def examples(pbegin, split):
+        prepared, assigned = stages(pbegin.pipeline)
+        return prepared | beam.FlatMap(_split_examples, split, assigned)
+
+    return {split: examples(split) for split in splits.SPLITS}
+
+
+def _assigned_splits(outcomes: list[preparing.Outcome], finish, executor: dict) -> dict[str, dict]:
+    """file name -> row (with its split) of every written row: the Beam examples' side input. A user error is
+    raised as a plain BuildError, the class errors.raised_by_beam_workers finds in the driver."""
+    try:
+        table = finish(outcomes, executor=executor)
+    except errors.BuildError as error:
+        raise errors.BuildError(str(error)) from None
+    return {row["file_name"]: row for row in table[table["status"] == "written"].to_dict(orient="records")}
+
+
+def _split_examples(prepared: tuple[preparing.Outcome, bytes], split: str, assigned: dict[str, dict]):
+    """(key, example) of a decoded file when its row is written into `split`."""
+    outcome, jpeg = prepared
+    row = assigned.get(outcome.file_name)
+    if row is not None and row["split"] == split:
+        yield outcome.file_name, _example(row, jpeg)
 
 
 def _check_config(config: RareSpeciesConfig) -> None:
@@ -247,13 +339,14 @@ def _assign_splits(written: pd.DataFrame, groups: list[int], config: RareSpecies
             written["file_name"].tolist(), written["family"].tolist(), groups, fractions=config.fractions,
             species=written["eol_page_id"].astype(str).tolist(), scheme=config.split_scheme, seed=config.seed)
     except splits.TooFewToSplit as exc:
-        raise errors.BuildError(f"--config={config.name}: {exc}; {_split_advice(config)}") from None
+        raise errors.BuildError(f"--config={config.name}: {exc}; {_split_advice(config, exc)}") from None
 
 
-def _split_advice(config: RareSpeciesConfig) -> str:
-    """What to do when the download is too small for a config's split: the stratified twin of a species-
-    disjoint config needs fewer images; otherwise the families concerned need more images or none."""
-    if config.split_scheme == "species_disjoint":
+def _split_advice(config: RareSpeciesConfig, problem: splits.TooFewToSplit) -> str:
+    """What to do when the download is too small for a config's split: a family with fewer images than splits
+    fails every config, so it needs more images or none; when species (or duplicate groups) are too few, the
+    stratified twin of a species-disjoint config needs fewer."""
+    if config.split_scheme == "species_disjoint" and not isinstance(problem, splits.TooFewImages):
         twin = config.name.removesuffix("_species_disjoint")
         named = {c.name for c in Builder.BUILDER_CONFIGS}
         target = f"--config={twin}" if twin in named else 'a config with "split_scheme": "stratified"'
@@ -284,14 +377,14 @@ def _apply_exclusions(table: pd.DataFrame, path: pathlib.Path | None) -> list[st
     return sorted(set(exclusions) - set(table["rare_species_id"]))
 
 
-def _prepare(table: pd.DataFrame, scratch: pathlib.Path, config: RareSpeciesConfig) -> dict:
+def _jobs(table: pd.DataFrame, scratch: pathlib.Path) -> list[preparing.Job]:
+    """A job per row still to decode; its scratch target goes into the table's "prepared" column."""
     todo = table[table["status"] == ""]
     jobs = [preparing.Job(row.file_name, str(row.path), str(scratch / f"{i}.jpg"), row.md5)
             for i, row in enumerate(todo.itertuples(index=False))]
     table["prepared"] = ""
     table.loc[todo.index, "prepared"] = [job.target for job in jobs]
-    return {outcome.file_name: outcome
-            for outcome in preparing.prepare_all(jobs, config.short_side, config.jpeg_quality, config.num_workers)}
+    return jobs
 
 
 def _raise_on_md5_mismatch(outcomes: dict, table: pd.DataFrame, metadata_path: pathlib.Path) -> None:
@@ -318,7 +411,7 @@ def _record_outcomes(table: pd.DataFrame, outcomes: dict) -> None:
 
 
 def _make_report(download: catalog.Download, table: pd.DataFrame, groups: list[int], unmatched: list[str],
-                 config: RareSpeciesConfig) -> report.BuildReport:
+                 config: RareSpeciesConfig, executor: dict) -> report.BuildReport:
     written = table[table["status"] == "written"]
     group_sizes = pd.Series(groups).value_counts()
     fallback = (splits.species_disjoint_fallback_families(written["family"].tolist(),
@@ -331,4 +424,6 @@ def _make_report(download: catalog.Download, table: pd.DataFrame, groups: list[i
         unmatched_exclusions=unmatched,
         species_fallback_families=fallback,
         duplicate_groups=int((group_sizes > 1).sum()),
-        images_in_duplicate_groups=int(group_sizes[group_sizes > 1].sum()))
+        images_in_duplicate_groups=int(group_sizes[group_sizes > 1].sum()),
+        taxonomy_source=download.taxonomy_source, unplaced_written=int(catalog.unplaced(written).sum()),
+        executor=executor)
