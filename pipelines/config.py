@@ -7,6 +7,7 @@ cached feature set or a trial can be keyed by it.
 import dataclasses
 
 from pipelines import augmentation, backbones, balancing
+from tfds_rarespecies.labels import RANKS
 
 # The real inception_342 training split decodes to ~5 GB (~9.6k images of 342 x ~500 px): cached by default.
 DEFAULT_TRAIN_CACHE_BYTES = 8 << 30
@@ -29,11 +30,14 @@ class InputConfig:
       mixup_alpha, cutmix_alpha: Beta(alpha, alpha) of MixUp / CutMix (0 = off); either makes labels one-hot,
         in training and evaluation alike, so one loss serves both.
       sampling_temperature: class-balanced sampling, p_c proportional to n_c ** T (1 = natural, 0 = uniform).
-      oversample_families: family names whose images appear 1 + oversample_extra_views times per epoch.
+      label_rank: the rank the model names (phylum, class, order, family, genus or species): sampling,
+        oversampling, class weights and the labels of a one-head model are at that rank.
+      heads: the ranks with a softmax of their own, label_rank among them (empty = label_rank alone); with more
+        than one, labels are a dict {rank: ids}.
+      oversample_labels: names at label_rank whose images appear 1 + oversample_extra_views times per epoch.
       class_weights: "none", "balanced", "sqrt" or "effective_number": training batches then carry sample
         weights (Keras' class_weight cannot reach distributed datasets or two-head labels).
       class_weight_beta: beta of the effective-number scheme.
-      phylum_head: labels become {"family": ..., "phylum": ...} for a two-head model.
       shuffle_buffer: example-level shuffle buffer (after the file-level shuffle).
       cache_eval: cache decoded evaluation images in memory when they fit (pipelines.datasets.EVAL_CACHE_BYTES).
       train_cache_bytes: keep the decoded stored training images in memory when a pipeline's share of them fits
@@ -54,11 +58,12 @@ class InputConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     sampling_temperature: float = 1.0
-    oversample_families: tuple[str, ...] = ()
+    label_rank: str = "family"
+    heads: tuple[str, ...] = ()
+    oversample_labels: tuple[str, ...] = ()
     oversample_extra_views: int = 2
     class_weights: str = "none"
     class_weight_beta: float = 0.999
-    phylum_head: bool = False
     shuffle_buffer: int = 2048
     cache_eval: bool = True
     train_cache_bytes: int = DEFAULT_TRAIN_CACHE_BYTES
@@ -84,7 +89,13 @@ class InputConfig:
             raise ValueError(f"train_cache_bytes must be >= 0, got {self.train_cache_bytes}")
         if self.oversample_extra_views < 0:
             raise ValueError(f"oversample_extra_views must be >= 0, got {self.oversample_extra_views}")
-        object.__setattr__(self, "oversample_families", tuple(self.oversample_families))
+        unknown = sorted(set((self.label_rank, *self.heads)) - set(RANKS))
+        if unknown:
+            raise ValueError(f"unknown rank {', '.join(unknown)}: ranks are {', '.join(RANKS)}")
+        if self.heads and self.label_rank not in self.heads:
+            raise ValueError(f"heads {', '.join(self.heads)} leave out label_rank {self.label_rank}")
+        object.__setattr__(self, "oversample_labels", tuple(self.oversample_labels))
+        object.__setattr__(self, "heads", tuple(sorted(set(self.heads), key=RANKS.index)))
 
     @classmethod
     def for_backbone(cls, backbone: str, data_dir: str | None, batch_size: int, **fields) -> "InputConfig":
@@ -93,6 +104,16 @@ class InputConfig:
         fields.setdefault("image_size", row.input_size)
         fields.setdefault("dataset_config", row.dataset_config)
         return cls(data_dir=data_dir, backbone=backbone, batch_size=batch_size, **fields)
+
+    @property
+    def head_ranks(self) -> tuple[str, ...]:
+        """The ranks with a softmax, root first."""
+        return self.heads or (self.label_rank,)
+
+    @property
+    def labels_as_dict(self) -> bool:
+        """True when a batch's labels are {rank: ids} (several heads), not one tensor."""
+        return len(self.head_ranks) > 1
 
     @property
     def soft_labels(self) -> bool:

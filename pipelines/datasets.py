@@ -39,8 +39,8 @@ def make_dataset(cfg: InputConfig, split: str, training: bool, strategy: tf.dist
     """Batches of (images, labels[, sample_weights]) ready for model.fit / evaluate.
 
     images: float32 (B, S, S, 3), scaled for cfg.backbone (0..255 when cfg.augment_on_device).
-    labels: int32 family ids, or one-hot float32 with MixUp/CutMix (cfg.soft_labels); a dict
-      {"family", "phylum"} of those when cfg.phylum_head.
+    labels: int32 ids at cfg.label_rank, or one-hot float32 with MixUp/CutMix (cfg.soft_labels); a dict
+      {rank: those} over cfg.head_ranks when there are several heads.
     sample_weights: float32 (B,), training batches only, when cfg.class_weights is set.
     Without input_context the batch is global (cfg.batch_size x strategy's replicas); with one (from
     distribute_datasets_from_function) it is per replica and the pipeline reads only its shard.
@@ -84,15 +84,16 @@ def steps_per_epoch(cfg: InputConfig, split: str = "train", num_replicas: int = 
 
 
 def _epoch_counts(cfg: InputConfig, split: str):
-    """Examples per family in one epoch: the split's counts, listed families times 1 + extra views."""
+    """Examples per label (at cfg.label_rank) in one epoch: the split's counts, listed labels times 1 + extra
+    views."""
     counts = reading.label_counts(cfg, split).astype("float64")
-    if cfg.oversample_families:
-        counts[reading.family_ids(cfg, cfg.oversample_families)] *= 1 + cfg.oversample_extra_views
+    if cfg.oversample_labels:
+        counts[reading.label_ids(cfg, cfg.oversample_labels)] *= 1 + cfg.oversample_extra_views
     return counts
 
 
-def _family(example):
-    return example["family"]
+def _label_of(cfg: InputConfig):
+    return lambda example: example[cfg.label_rank]
 
 
 def caches_training_images(cfg: InputConfig, split: str,
@@ -111,15 +112,15 @@ def _training_examples(cfg: InputConfig, split: str, examples: tf.data.Dataset, 
     if cached:
         examples = examples.map(lambda example: {**example, "image": images.decode(example["image"])},
                                 num_parallel_calls=tf.data.AUTOTUNE).cache()
-    if cfg.oversample_families:
-        examples = balancing.oversample(examples, _family, reading.family_ids(cfg, cfg.oversample_families),
+    if cfg.oversample_labels:
+        examples = balancing.oversample(examples, _label_of(cfg), reading.label_ids(cfg, cfg.oversample_labels),
                                         cfg.oversample_extra_views)
     counts = _epoch_counts(cfg, split)
     # Cached, the buffer holds references into the cache, not copies: each epoch is a fresh permutation of the
     # whole shard (the first batch waits for the first epoch's decode).
     buffer = max(cfg.shuffle_buffer, int(counts.sum())) if cached else cfg.shuffle_buffer
     examples = examples.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-    examples = balancing.resample(examples, _family, counts, cfg.sampling_temperature, cfg.seed)
+    examples = balancing.resample(examples, _label_of(cfg), counts, cfg.sampling_temperature, cfg.seed)
     min_area = augmentation.crop_min_area(cfg.augment, cfg.augment_strength)
     on_cpu, backbone = _augments_on_cpu(cfg, training=True), backbones.get_backbone(cfg.backbone)
 
@@ -159,24 +160,22 @@ class _ModelInputs:
                  pipeline_id: int):
         self.cfg, self.training, self.with_file_names = cfg, training, with_file_names
         self.scales = not cfg.augment_on_device and not _augments_on_cpu(cfg, training)
-        self.num_families = builder.info.features["family"].num_classes
-        self.num_phyla = builder.info.features["phylum"].num_classes
+        self.num_classes = {rank: builder.info.features[rank].num_classes for rank in cfg.head_ranks}
         self.seed = tf.constant([cfg.seed + 1, pipeline_id], tf.int64)
         self.backbone = backbones.get_backbone(cfg.backbone)
         self.weights = None
         if training and cfg.class_weights != "none" and not with_file_names:
             weights = balancing.class_weights(reading.label_counts(cfg, split), cfg.class_weights,
                                               cfg.class_weight_beta)
-            self.weights = tf.constant(balancing.weight_vector(weights, self.num_families))
+            self.weights = tf.constant(balancing.weight_vector(weights, self.num_classes[cfg.label_rank]))
 
     def __call__(self, index, batch):
         cfg = self.cfg
         pixels = tf.cast(batch["image"], tf.float32)
-        labels = {"family": tf.cast(batch["family"], tf.int32), "phylum": tf.cast(batch["phylum"], tf.int32)}
+        labels = {rank: tf.cast(batch[rank], tf.int32) for rank in cfg.head_ranks}
         if cfg.soft_labels:
-            labels = {"family": tf.one_hot(labels["family"], self.num_families),
-                      "phylum": tf.one_hot(labels["phylum"], self.num_phyla)}
-        weights = None if self.weights is None else tf.gather(self.weights, batch["family"])
+            labels = {rank: tf.one_hot(ids, self.num_classes[rank]) for rank, ids in labels.items()}
+        weights = None if self.weights is None else tf.gather(self.weights, batch[cfg.label_rank])
         if self.training and cfg.soft_labels:
             batch_seed = tf.random.experimental.stateless_fold_in(self.seed, index)
             targets = {"labels": labels} if weights is None else {"labels": labels, "weights": weights}
@@ -184,7 +183,7 @@ class _ModelInputs:
             labels, weights = targets["labels"], targets.get("weights")
         if self.scales:
             pixels = self.backbone.preprocess(pixels)
-        labels = labels if cfg.phylum_head else labels["family"]
+        labels = labels if cfg.labels_as_dict else labels[cfg.label_rank]
         if self.with_file_names:
             return pixels, labels, batch["file_name"]
         return (pixels, labels) if weights is None else (pixels, labels, weights)

@@ -21,26 +21,27 @@ import tqdm
 
 from pipelines import datasets, reading
 from pipelines.config import InputConfig
+from tfds_rarespecies.labels import RANKS
 
-# Bump when decoding or scaling of evaluation images changes: embeddings cached before then are stale.
-DECODING_VERSION = 1
+# Bump when decoding or scaling of evaluation images, or the arrays a cache file holds, change: files cached
+# before then are stale (2: label ids of all six ranks).
+DECODING_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
 class Features:
-    """Embeddings of one split, row-aligned with their labels and file names (the join key)."""
+    """Embeddings of one split, row-aligned with their label ids at every rank and file names (the join key)."""
 
     embeddings: np.ndarray
-    labels: np.ndarray
-    phyla: np.ndarray
+    labels: dict[str, np.ndarray]
     file_names: np.ndarray
 
-    def dataset(self, batch_size: int, phylum_head: bool = False, shuffle_seed: int | None = None):
-        """tf.data of (embedding, label) batches (labels {"family", "phylum"} with phylum_head)."""
-        labels = {"family": self.labels, "phylum": self.phyla} if phylum_head else self.labels
+    def dataset(self, batch_size: int, heads: tuple[str, ...] = ("family",), shuffle_seed: int | None = None):
+        """tf.data of (embedding, label) batches: ids of the one head's rank, or {rank: ids} for several."""
+        labels = {rank: self.labels[rank] for rank in heads} if len(heads) > 1 else self.labels[heads[0]]
         rows = tf.data.Dataset.from_tensor_slices((self.embeddings, labels))
         if shuffle_seed is not None:
-            rows = rows.shuffle(len(self.labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+            rows = rows.shuffle(len(self.file_names), seed=shuffle_seed, reshuffle_each_iteration=True)
         return rows.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -86,19 +87,19 @@ def _forward(model: keras.Model, cfg: InputConfig, split: str, num_examples: int
     multi-replica strategy Keras' predict functions split and regather each batch, which is not one row per
     image; a direct call reads the variables' local copies and returns exactly one row per image, whatever
     strategy built the model, so the cache (whose key ignores the strategy) holds the same numbers."""
-    plain = dataclasses.replace(cfg, augment_on_device=False, mixup_alpha=0.0, cutmix_alpha=0.0,
-                                phylum_head=True, class_weights="none")
+    plain = dataclasses.replace(cfg, augment_on_device=False, mixup_alpha=0.0, cutmix_alpha=0.0, heads=RANKS,
+                                class_weights="none")
     batches = datasets.make_dataset(plain, split, training=False, with_file_names=True)
     embed = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32), reduce_retracing=True)
-    embeddings, families, phyla, names = [], [], [], []
+    embeddings, ids, names = [], {rank: [] for rank in RANKS}, []
     total = math.ceil(num_examples / cfg.batch_size)
     for images, labels, file_names in tqdm.tqdm(batches, total=total, desc=f"features {cfg.backbone} {split}",
                                                 unit="batch"):
         embeddings.append(embed(images).numpy())
-        families.append(labels["family"].numpy())
-        phyla.append(labels["phylum"].numpy())
+        for rank in RANKS:
+            ids[rank].append(labels[rank].numpy())
         names.append(file_names.numpy().astype(str))
-    return Features(np.concatenate(embeddings), np.concatenate(families), np.concatenate(phyla),
+    return Features(np.concatenate(embeddings), {rank: np.concatenate(parts) for rank, parts in ids.items()},
                     np.concatenate(names))
 
 
@@ -108,7 +109,8 @@ def _load(path: pathlib.Path, key: dict) -> Features | None:
     with np.load(path, allow_pickle=False) as stored:
         if json.loads(str(stored["key"])) != key:
             return None
-        return Features(stored["embeddings"], stored["labels"], stored["phyla"], stored["file_names"])
+        return Features(stored["embeddings"], {rank: stored[f"labels_{rank}"] for rank in RANKS},
+                        stored["file_names"])
 
 
 def _save(path: pathlib.Path, key: dict, features: Features) -> None:
@@ -117,7 +119,7 @@ def _save(path: pathlib.Path, key: dict, features: Features) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
         np.savez(handle, key=json.dumps(key, sort_keys=True), embeddings=features.embeddings,
-                 labels=features.labels, phyla=features.phyla, file_names=features.file_names)
+                 file_names=features.file_names, **{f"labels_{rank}": ids for rank, ids in features.labels.items()})
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(handle.name, path)

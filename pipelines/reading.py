@@ -1,7 +1,7 @@
 """Reading the built TFDS dataset: its builder, the raw examples one input pipeline reads, its label counts.
 
 Pipelines read only what `tfds build` wrote (dataset_info.json and the TFRecords), never the download.
-Importing `tfds_rarespecies` (for its shipped family->phylum table) also registers `rare_species`. The image
+Importing `tfds_rarespecies` (for its shipped taxonomy) also registers `rare_species`. The image
 stays JPEG bytes (SkipDecoding) so the parallel map decodes it, cropping while it decodes (pipelines.images);
 of the other features only the labels and the file name are parsed (PartialDecoding).
 """
@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 import tfds_rarespecies.labels
 from pipelines.config import InputConfig
 
-FEATURES_READ = ("image", "family", "phylum", "file_name")
+FEATURES_READ = ("image", "file_name", *tfds_rarespecies.labels.RANKS)
 MAX_INTERLEAVED_FILES = 16
 
 
@@ -31,15 +31,32 @@ class DatasetInfo:
     Attributes:
       full_name: "name/config/version", part of every cache key.
       num_examples: examples per split.
-      family_names, phylum_names: the ClassLabel names; label ids index them.
-      family_phylum: phylum id of each family id (tfds_rarespecies' shipped table, by name).
+      names: each rank's ClassLabel names; label ids index them.
     """
 
     full_name: str
     num_examples: dict[str, int]
-    family_names: tuple[str, ...]
-    phylum_names: tuple[str, ...]
-    family_phylum: np.ndarray
+    names: dict[str, tuple[str, ...]]
+
+    def ancestor_ids(self, rank: str, above: str) -> np.ndarray:
+        """The id at rank `above` of each id at `rank` (tfds_rarespecies' shipped tree, by name)."""
+        if above == rank:
+            return np.arange(len(self.names[rank]))
+        name_above = tfds_rarespecies.labels.ancestors(rank)[above]
+        return np.array([self.names[above].index(name_above[name]) for name in self.names[rank]])
+
+    @property
+    def family_names(self) -> tuple[str, ...]:
+        return self.names["family"]
+
+    @property
+    def phylum_names(self) -> tuple[str, ...]:
+        return self.names["phylum"]
+
+    @property
+    def family_phylum(self) -> np.ndarray:
+        """Phylum id of each family id."""
+        return self.ancestor_ids("family", "phylum")
 
 
 def load_builder(cfg: InputConfig) -> tfds.core.DatasetBuilder:
@@ -92,10 +109,17 @@ def read_examples(builder: tfds.core.DatasetBuilder, split: str, training: bool,
     return builder.as_dataset(split=split, shuffle_files=training, read_config=read_config, decoders=decoders)
 
 
-def label_counts(cfg: InputConfig, split: str = "train") -> np.ndarray:
-    """Examples per family id (length = number of families) in the split."""
-    families, _ = _split_census(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)
-    return np.bincount(families, minlength=len(dataset_info(cfg).family_names))
+def label_counts(cfg: InputConfig, split: str = "train", rank: str = "") -> np.ndarray:
+    """Examples per label id at the rank (default cfg.label_rank; length = number of its names) in the split;
+    refuses a split with images the rank cannot name (-1: outside the shipped tree), which no head can learn."""
+    rank = rank or cfg.label_rank
+    ids = _split_census(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)[0][rank]
+    unplaced = int((ids < 0).sum())
+    if unplaced:
+        raise ValueError(f"{unplaced} of the {len(ids)} {split} images of {cfg.dataset_name}/{cfg.dataset_config} "
+                         f"have no {rank} (outside the shipped taxonomy: see the build report): train at a rank "
+                         f"they have (--label_rank, --heads) or exclude them and rebuild")
+    return np.bincount(ids, minlength=len(dataset_info(cfg).names[rank]))
 
 
 def stored_pixels(cfg: InputConfig, split: str) -> int:
@@ -103,41 +127,40 @@ def stored_pixels(cfg: InputConfig, split: str) -> int:
     return _split_census(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)[1]
 
 
-def family_ids(cfg: InputConfig, names) -> list[int]:
-    """Label ids of family names, with an error naming any unknown one."""
-    known = {name: index for index, name in enumerate(dataset_info(cfg).family_names)}
+def label_ids(cfg: InputConfig, names) -> list[int]:
+    """Label ids of names at cfg.label_rank, with an error naming any unknown one."""
+    known = {name: index for index, name in enumerate(dataset_info(cfg).names[cfg.label_rank])}
     unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"unknown families {', '.join(unknown)}: not in {cfg.dataset_name}'s family list")
+        raise ValueError(f"unknown {cfg.label_rank} names {', '.join(unknown)}: not in {cfg.dataset_name}'s "
+                         f"{cfg.label_rank} list")
     return [known[name] for name in names]
 
 
 def dataset_info(cfg: InputConfig) -> DatasetInfo:
     """The built dataset's sizes and label names, read from the one opened builder."""
     builder = load_builder(cfg)
-    family_names = tuple(builder.info.features["family"].names)
-    phylum_names = tuple(builder.info.features["phylum"].names)
-    phylum_of = tfds_rarespecies.labels.family_to_phylum()
     return DatasetInfo(
         full_name=builder.info.full_name,
         num_examples={name: split.num_examples for name, split in builder.info.splits.items()},
-        family_names=family_names,
-        phylum_names=phylum_names,
-        family_phylum=np.array([phylum_names.index(phylum_of[family]) for family in family_names]))
+        names={rank: tuple(builder.info.features[rank].names) for rank in tfds_rarespecies.labels.RANKS})
 
 
 @functools.cache
-def _split_census(dataset_name: str, dataset_config: str, data_dir: str | None, split: str) -> tuple[np.ndarray, int]:
-    """The family id of every example of the split and the total pixels of its stored images (from the JPEG
-    headers), in one pass over the records; cached per process."""
+def _split_census(dataset_name: str, dataset_config: str, data_dir: str | None,
+                  split: str) -> tuple[dict[str, np.ndarray], int]:
+    """The label id at every rank of every example of the split and the total pixels of its stored images (from
+    the JPEG headers), in one pass over the records; cached per process."""
+    ranks = tfds_rarespecies.labels.RANKS
     builder = _prepared_builder(dataset_name, dataset_config, data_dir)
     columns = builder.as_dataset(split=split, read_config=tfds.ReadConfig(try_autocache=False),
-                                 decoders=tfds.decode.PartialDecoding({"family": True, "image": True},
+                                 decoders=tfds.decode.PartialDecoding({"image": True, **dict.fromkeys(ranks, True)},
                                                                       decoders={"image": tfds.decode.SkipDecoding()}))
-    columns = columns.map(lambda example: (example["family"], tf.reduce_prod(
+    columns = columns.map(lambda example: ({rank: example[rank] for rank in ranks}, tf.reduce_prod(
         tf.cast(tf.image.extract_jpeg_shape(example["image"])[:2], tf.int64))), num_parallel_calls=tf.data.AUTOTUNE)
-    families, pixels = [np.zeros(0, np.int64)], 0
-    for family, count in columns.batch(8192).as_numpy_iterator():
-        families.append(family)
+    ids, pixels = {rank: [np.zeros(0, np.int64)] for rank in ranks}, 0
+    for labels, count in columns.batch(8192).as_numpy_iterator():
+        for rank in ranks:
+            ids[rank].append(labels[rank])
         pixels += int(count.sum())
-    return np.concatenate(families).astype(np.int64), pixels
+    return {rank: np.concatenate(parts).astype(np.int64) for rank, parts in ids.items()}, pixels

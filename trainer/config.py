@@ -10,6 +10,7 @@ import dataclasses
 import os
 
 from pipelines import augmentation, backbones, balancing
+from tfds_rarespecies.labels import RANKS
 from trainer import cli
 from trainer.cli import field
 
@@ -45,8 +46,12 @@ class Config:
     dense_units: int = field(256, "Units of the head's hidden Dense (ReLU) layer; 0 = no hidden layer.", lower=0)
     l2: float = field(1e-3, "L2 penalty on the head's hidden Dense kernel.", lower=0)
     dense_dropout: float = field(0.3, "Dropout rate after the head's hidden Dense layer.", lower=0, upper=0.99)
-    phylum_head: bool = field(False, "Add an auxiliary phylum softmax beside the family softmax (multi-task).")
-    phylum_loss_weight: float = field(0.0, "Weight of the phylum loss (> 0 exactly when --phylum_head).", lower=0)
+    label_rank: str = field("family", "The rank the model names: its softmax picks the best checkpoint, and "
+                                      "class weights, balanced sampling and oversampling count its labels.", RANKS)
+    heads: tuple[str, ...] = field((), "Ranks with a softmax each on the shared embedding, --label_rank among "
+                                       "them (e.g. phylum,family); empty = --label_rank alone.")
+    aux_loss_weight: float = field(0.0, "Loss weight of each head other than --label_rank's (which weighs 1); "
+                                        "> 0 exactly when --heads lists other ranks.", lower=0)
     augment: str = field("none", "Training augmentation recipe (pipelines/augmentation.py).",
                           tuple(augmentation.RECIPES))
     augment_strength: float = field(1.0, "Scales every augmentation magnitude (1 = the recipe as named).", lower=0)
@@ -119,6 +124,11 @@ class Config:
     deterministic: bool = field(False, "Deterministic TensorFlow ops (slower; for reproducibility tests).")
 
     @property
+    def head_ranks(self) -> tuple[str, ...]:
+        """The ranks with a softmax, root first."""
+        return tuple(sorted(set(self.heads) or {self.label_rank}, key=RANKS.index))
+
+    @property
     def backbone_spec(self) -> backbones.Backbone:
         return backbones.get_backbone(self.backbone)
 
@@ -158,9 +168,7 @@ def validate(config: Config) -> None:
     problem = backbones.weights_problem(spec, config.weights)
     if problem:
         raise ConfigError(problem)
-    if config.phylum_head != (config.phylum_loss_weight > 0):
-        raise ConfigError(f"--phylum_loss_weight={config.phylum_loss_weight} with --phylum_head="
-                          f"{config.phylum_head}: set both (--phylum_head --phylum_loss_weight=0.3) or neither")
+    _check_ranks(config)
     if config.phase1_cached_features and (config.augment != "none" or config.mixup_alpha or config.cutmix_alpha):
         raise ConfigError(f"--phase1_cached_features caches un-augmented embeddings but --augment="
                           f"{config.augment} --mixup_alpha={config.mixup_alpha} --cutmix_alpha="
@@ -181,3 +189,21 @@ def validate(config: Config) -> None:
                           "--noaugment_on_device (the same augmentation in tf.data) or --nojit_compile")
     if config.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
         raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task)")
+
+
+def _check_ranks(config: Config) -> None:
+    heads = ",".join(config.heads)
+    unknown = [rank for rank in config.heads if rank not in RANKS]
+    if unknown:
+        raise ConfigError(f"--heads={heads}: {', '.join(unknown)} is no rank; ranks are {','.join(RANKS)}")
+    if config.heads and config.label_rank not in config.heads:
+        raise ConfigError(f"--heads={heads} leaves out --label_rank={config.label_rank}: add it to --heads")
+    others = set(config.heads) - {config.label_rank}
+    if bool(others) != (config.aux_loss_weight > 0):
+        raise ConfigError(f"--aux_loss_weight={config.aux_loss_weight} with --heads={heads}: give other ranks a "
+                          f"weight above 0 (e.g. --heads=phylum,{config.label_rank} --aux_loss_weight=0.3), "
+                          "or list none and leave it 0")
+    if config.label_rank == "species" and "species_disjoint" in config.dataset:
+        raise ConfigError(f"--label_rank=species with --dataset_config={config.dataset}: no validation or test "
+                          "species is ever seen in training there; train species on a stratified config (e.g. "
+                          "inception_342) or choose a higher --label_rank")

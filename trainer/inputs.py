@@ -16,25 +16,25 @@ from trainer import distribute
 from trainer.config import Config, ConfigError
 
 
-def input_config(config: Config, oversample_families: tuple[str, ...] = ()) -> pipelines.InputConfig:
+def input_config(config: Config, oversample_labels: tuple[str, ...] = ()) -> pipelines.InputConfig:
     return pipelines.InputConfig(
         data_dir=os.path.expanduser(config.data_dir), dataset_config=config.dataset, backbone=config.backbone,
         image_size=config.input_size, batch_size=config.batch_size, augment=config.augment,
         augment_strength=config.augment_strength, augment_on_device=config.augment_on_device,
         mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
-        sampling_temperature=config.sampling_temperature, oversample_families=oversample_families,
+        sampling_temperature=config.sampling_temperature, oversample_labels=oversample_labels,
         oversample_extra_views=config.oversample_extra_views, class_weights=config.class_weights,
-        class_weight_beta=config.class_weight_beta, phylum_head=config.phylum_head,
+        class_weight_beta=config.class_weight_beta, label_rank=config.label_rank, heads=config.head_ranks,
         train_cache_bytes=int(config.train_cache_gib * (1 << 30)), deterministic=config.deterministic,
         seed=config.seed)
 
 
 def evaluation_view(cfg: pipelines.InputConfig) -> pipelines.InputConfig:
     """The input a saved model.keras is judged on: every example once, no augmentation, float 0..255 images
-    (the model scales them itself) and plain family ids; train.run's final evaluation and trainer.evaluate
-    both read it."""
+    (the model scales them itself) and plain ids at the label rank; train.run's final evaluation and
+    trainer.evaluate both read it."""
     return dataclasses.replace(cfg, augment="none", augment_on_device=True, mixup_alpha=0.0, cutmix_alpha=0.0,
-                               phylum_head=False, class_weights="none", oversample_families=(),
+                               heads=(), class_weights="none", oversample_labels=(),
                                sampling_temperature=1.0)
 
 
@@ -66,8 +66,7 @@ def embedding_dataset(features: pipelines.Features, cfg: pipelines.InputConfig, 
     """Cached embeddings shaped like the image batches: (embeddings, labels[, sample_weights]); training
     batches repeat forever (the caller passes steps_per_epoch, as for images) and carry the class weights
     pipelines gives images."""
-    batches = features.dataset(global_batch_size, phylum_head=cfg.phylum_head,
-                               shuffle_seed=cfg.seed if training else None)
+    batches = features.dataset(global_batch_size, heads=cfg.head_ranks, shuffle_seed=cfg.seed if training else None)
     if not training:
         return batches
     batches = batches.repeat()
@@ -78,8 +77,8 @@ def embedding_dataset(features: pipelines.Features, cfg: pipelines.InputConfig, 
     table = tf.constant(balancing.weight_vector(weights, len(counts)))
 
     def with_weights(embeddings, labels):
-        families = labels["family"] if cfg.phylum_head else labels
-        return embeddings, labels, tf.gather(table, families)
+        ids = labels[cfg.label_rank] if cfg.labels_as_dict else labels
+        return embeddings, labels, tf.gather(table, ids)
 
     return batches.map(with_weights, num_parallel_calls=tf.data.AUTOTUNE)
 

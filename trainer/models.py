@@ -1,7 +1,7 @@
 """The classifier: [front layers] -> backbone -> global average pooling -> head, all sharing layer objects.
 
 Parts are models of their own so each phase handles the piece it needs: the head (pooled embedding ->
-{"family": softmax[, "phylum": softmax]}) trains alone on cached embeddings in phase 1 and inside the full
+{rank: softmax} for each head rank) trains alone on cached embeddings in phase 1 and inside the full
 model in phase 2; the embedder (scaled images -> embedding) fills the feature cache; the serving model takes
 float 0..255 images and scales them itself (pipelines' BackboneScaling), so a saved model.keras needs no
 outside preprocessing; import pipelines before `keras.saving.load_model` to register that layer.
@@ -9,7 +9,7 @@ outside preprocessing; import pipelines before `keras.saving.load_model` to regi
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
 
@@ -37,13 +37,14 @@ class Classifier:
     backbone: keras.Model
 
 
-def build_classifier(config: Config, front_layers: Sequence[keras.layers.Layer], num_classes: int,
-                     num_phyla: int) -> Classifier:
-    """front_layers: pipelines.model_front_layers (augmentation + scaling on device), or none."""
+def build_classifier(config: Config, front_layers: Sequence[keras.layers.Layer],
+                     num_classes: Mapping[str, int]) -> Classifier:
+    """front_layers: pipelines.model_front_layers (augmentation + scaling on device), or none; num_classes:
+    names per rank, for every rank of config.head_ranks."""
     spec = config.backbone_spec
     size = config.input_size
     backbone = build_backbone(spec, size, config.weights)
-    head = build_head(config, backbone.output_shape[-1], num_classes, num_phyla)
+    head = build_head(config, backbone.output_shape[-1], num_classes)
     scaled = keras.Input((size, size, 3), name="scaled_image")
     # Pretrained BatchNormalization statistics must survive fine-tuning on ~10k images: keep BN in inference
     # mode. A randomly initialised backbone has no statistics to protect, so its BN trains normally.
@@ -58,7 +59,7 @@ def build_classifier(config: Config, front_layers: Sequence[keras.layers.Layer],
         return keras.Model(images, head(embedder(x)), name=name)
 
     return Classifier(model=classifier(front_layers, f"{spec.name}_classifier"),
-                      serving=classifier([BackboneScaling(spec.name)], f"{spec.name}_family_classifier"),
+                      serving=classifier([BackboneScaling(spec.name)], f"{spec.name}_{config.label_rank}_classifier"),
                       embedder=embedder, head=head, backbone=backbone)
 
 
@@ -92,21 +93,17 @@ def baseline_cnn(size: int, widths: tuple[int, ...] = (32, 64, 128, 256)) -> ker
     return keras.Model(inputs, x, name="baseline_cnn")
 
 
-def build_head(config: Config, embedding_size: int, num_classes: int, num_phyla: int) -> keras.Model:
-    """Dropout -> Dense(ReLU, L2) -> Dropout -> family softmax, plus an optional phylum softmax on the pooled
-    embedding. Softmaxes are float32 so mixed precision cannot overflow the loss."""
+def build_head(config: Config, embedding_size: int, num_classes: Mapping[str, int]) -> keras.Model:
+    """Dropout -> Dense(ReLU, L2) -> Dropout -> one softmax per rank of config.head_ranks, each named by its
+    rank, on that shared embedding. Softmaxes are float32 so mixed precision cannot overflow the loss."""
     embedding = keras.Input((embedding_size,), name="embedding")
     x = keras.layers.Dropout(config.pool_dropout, name="pool_dropout")(embedding)
-    pooled = x
     if config.dense_units:
         x = keras.layers.Dense(config.dense_units, activation="relu", name="dense",
                                kernel_regularizer=keras.regularizers.L2(config.l2))(x)
         x = keras.layers.Dropout(config.dense_dropout, name="dense_dropout")(x)
-    outputs = {"family": keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
-                                            name="family")(x)}
-    if config.phylum_head:
-        outputs["phylum"] = keras.layers.Dense(num_phyla, activation="softmax", dtype="float32",
-                                               name="phylum")(pooled)
+    outputs = {rank: keras.layers.Dense(num_classes[rank], activation="softmax", dtype="float32", name=rank)(x)
+               for rank in config.head_ranks}
     return keras.Model(embedding, outputs, name="head")
 
 

@@ -10,6 +10,8 @@ trainer/evaluation/metrics.py instead: the average over the classes seen as trut
 `sklearn.metrics.f1_score(y_true, y_pred, average="macro")` (tests check that they agree).
 """
 
+from collections.abc import Mapping
+
 import keras
 from keras import ops
 
@@ -78,9 +80,18 @@ class MacroF1(keras.metrics.Metric):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
-def family_metrics(num_classes: int, one_hot_labels: bool) -> list[keras.metrics.Metric]:
-    """Macro-F1 (model selection), accuracy and top-5 accuracy of the family head, streamed over each epoch;
-    the figures of a finished run come from trainer/evaluation/metrics.py."""
+def compile_arguments(label_rank: str, aux_loss_weight: float, label_smoothing: float,
+                      num_classes: Mapping[str, int], one_hot_labels: bool) -> dict:
+    """model.compile's loss, loss_weights and metrics for heads named by rank (num_classes: names per head):
+    the label rank's loss weighs 1 and carries the metrics, every other head's weighs aux_loss_weight."""
+    return {"loss": {rank: SmoothedCrossentropy(count, label_smoothing) for rank, count in num_classes.items()},
+            "loss_weights": {rank: 1.0 if rank == label_rank else aux_loss_weight for rank in num_classes},
+            "metrics": {label_rank: label_metrics(num_classes[label_rank], one_hot_labels)}}
+
+
+def label_metrics(num_classes: int, one_hot_labels: bool) -> list[keras.metrics.Metric]:
+    """Macro-F1 (model selection), accuracy and top-5 accuracy of the label rank's head, streamed over each
+    epoch; the figures of a finished run come from trainer/evaluation/metrics.py."""
     if one_hot_labels:
         accuracy, top5 = keras.metrics.CategoricalAccuracy, keras.metrics.TopKCategoricalAccuracy
     else:

@@ -28,7 +28,7 @@ import pipelines
 from trainer import callbacks as callbacks_lib
 from trainer import distribute, inputs, models, objectives, schedules
 from trainer.config import Config, ConfigError, flagfile_text, validate
-from trainer.evaluation import metrics
+from trainer.evaluation import metrics, rollup_file
 from trainer.run_dir import RunFiles, replace_atomically, write_atomically
 
 PHASES = ("phase1", "phase2", "oversample")
@@ -66,18 +66,18 @@ def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
     _set_numerics(config)
     cfg = inputs.input_config(config)
     with strategy.scope():
-        classifier = models.build_classifier(config, pipelines.model_front_layers(cfg), len(info.family_names),
-                                             len(info.phylum_names))
+        classifier = models.build_classifier(config, pipelines.model_front_layers(cfg),
+                                             {rank: len(info.names[rank]) for rank in config.head_ranks})
     trainer = _Trainer(config, strategy, files, classifier, info, extra_callbacks, on_epoch_end)
     trainer.run_phase(Phase("phase1", config.phase1_epochs, config.phase1_learning_rate, 0,
                             cached=config.phase1_cached_features), cfg)
     trainer.run_phase(Phase("phase2", config.phase2_epochs, config.phase2_learning_rate, config.unfreeze_layers),
                       cfg)
     if config.oversample_epochs:
-        families = trainer.weak_families()
-        trainer.run_phase(Phase("oversample", config.oversample_epochs if families else 0,
+        weak = trainer.weak_labels()
+        trainer.run_phase(Phase("oversample", config.oversample_epochs if weak else 0,
                                 config.phase2_learning_rate, config.unfreeze_layers),
-                          inputs.input_config(config, families))
+                          inputs.input_config(config, weak))
     results = trainer.finish()
     print(summary_table(results))
     return results
@@ -111,7 +111,7 @@ def _set_numerics(config: Config) -> None:
 
 def monitor_name(config: Config) -> str:
     """Keras prefixes metric names with the output name once a model has two outputs."""
-    return "val_family_macro_f1" if config.phylum_head else "val_macro_f1"
+    return f"val_{config.label_rank}_macro_f1" if len(config.head_ranks) > 1 else "val_macro_f1"
 
 
 class _Trainer:
@@ -204,18 +204,12 @@ class _Trainer:
 
     def _compile(self, model: keras.Model, rate, one_hot_labels: bool) -> None:
         """Compiles under the strategy (metrics and optimizer make their variables there)."""
-        config, num_classes = self.config, len(self.info.family_names)
+        config = self.config
         with self.strategy.scope():
-            losses = {"family": objectives.SmoothedCrossentropy(num_classes, config.label_smoothing)}
-            loss_weights = {"family": 1.0}
-            if config.phylum_head:
-                losses["phylum"] = objectives.SmoothedCrossentropy(len(self.info.phylum_names),
-                                                                   config.label_smoothing)
-                loss_weights["phylum"] = config.phylum_loss_weight
             optimizer = schedules.optimizer(config.optimizer, rate, config.momentum, config.weight_decay)
-            model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
-                          metrics={"family": objectives.family_metrics(num_classes, one_hot_labels)},
-                          jit_compile=config.jit_compile)
+            model.compile(optimizer=optimizer, jit_compile=config.jit_compile, **objectives.compile_arguments(
+                config.label_rank, config.aux_loss_weight, config.label_smoothing,
+                {rank: len(self.info.names[rank]) for rank in config.head_ranks}, one_hot_labels))
 
     def _load_best(self) -> None:
         """Best checkpoint's layer weights into the model; the optimizer state in the file belongs to the
@@ -226,39 +220,45 @@ class _Trainer:
         if self.files.best_weights.exists():
             model.load_weights(self.files.best_weights, objects_to_skip=[optimizer] if optimizer else None)
 
-    def _predict_best(self, splits: Sequence[str], cfg: pipelines.InputConfig
-                      ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """For each split, (family ids, family probabilities) of every example under the best checkpoint,
-        through the serving model on the evaluation view, as trainer.evaluate sees the saved model.keras.
+    def _predict_best(self, splits: Sequence[str], cfg: pipelines.InputConfig, every_head: bool = False
+                      ) -> list[tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]]]:
+        """For each split, (label ids, probabilities) at the label rank of every example under the best checkpoint,
+        through the serving model on the evaluation view, as trainer.evaluate sees the saved model.keras; with
+        every_head, the probabilities are {head: rows} of every head.
 
         A plain loop outside the strategy: the variables read their local copies and no collective op runs,
         so each worker of a multi-worker run gets the same numbers on its own. One trace for every batch size."""
         self._load_best()
         serving, size = self.classifier.serving, self.config.input_size
-        probabilities_of = tf.function(lambda images: serving(images, training=False)["family"],
+        heads = self.config.head_ranks if every_head else (self.config.label_rank,)
+        probabilities_of = tf.function(lambda images: {head: serving(images, training=False)[head] for head in heads},
                                        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
         evaluated = []
         for split in splits:
             print(f"evaluating the best checkpoint on {split}")
-            labels, probabilities = [], []
-            for images, families in pipelines.make_dataset(inputs.evaluation_view(cfg), split, training=False):
-                probabilities.append(probabilities_of(images).numpy())
-                labels.append(families.numpy())
-            evaluated.append((np.concatenate(labels).astype(np.int64), np.concatenate(probabilities)))
+            labels, probabilities = [], {head: [] for head in heads}
+            for images, ids in pipelines.make_dataset(inputs.evaluation_view(cfg), split, training=False):
+                for head, rows in probabilities_of(images).items():
+                    probabilities[head].append(rows.numpy())
+                labels.append(ids.numpy())
+            rows = {head: np.concatenate(batches) for head, batches in probabilities.items()}
+            evaluated.append((np.concatenate(labels).astype(np.int64),
+                              rows if every_head else rows[self.config.label_rank]))
         return evaluated
 
-    def weak_families(self) -> tuple[str, ...]:
-        """Families whose validation F1 under the best checkpoint is below --oversample_f1_threshold, chosen
-        once and kept in model_dir so a resumed run oversamples the same ones."""
-        chosen = self.files.oversampled_families
+    def weak_labels(self) -> tuple[str, ...]:
+        """Labels (at --label_rank) whose validation F1 under the best checkpoint is below
+        --oversample_f1_threshold, chosen once and kept in model_dir so a resumed run oversamples the same ones."""
+        chosen = self.files.oversampled_labels
         [exists] = self._agree(chosen.exists())
         if not exists:
             [(labels, probabilities)] = self._predict_best([self.config.validation_split],
                                                            inputs.input_config(self.config))
-            f1, support = metrics.per_class_f1(labels, probabilities.argmax(axis=1), len(self.info.family_names))
-            weak = sorted(name for name, score, count in zip(self.info.family_names, f1, support)
+            names = self.info.names[self.config.label_rank]
+            f1, support = metrics.per_class_f1(labels, probabilities.argmax(axis=1), len(names))
+            weak = sorted(name for name, score, count in zip(names, f1, support)
                           if count and score < self.config.oversample_f1_threshold)
-            print(f"oversample: {len(weak)} families under validation F1 {self.config.oversample_f1_threshold}: "
+            print(f"oversample: {len(weak)} {self.config.label_rank} names under validation F1 {self.config.oversample_f1_threshold}: "
                   f"{', '.join(weak) or 'none'}")
             if self.chief:
                 write_atomically(chosen, json.dumps(weak))
@@ -269,28 +269,33 @@ class _Trainer:
         """Evaluates the best checkpoint on validation and test (trainer/evaluation/metrics.py, the numbers
         trainer.evaluate reports), saves the serving model, labels and metrics."""
         config, files = self.config, self.files
-        evaluated = dict(zip(("validation", "test"), self._predict_best(
-            [config.validation_split, config.test_split], inputs.input_config(config))))
-        test_f1, test_support = metrics.per_class_f1(*_ids(evaluated["test"]), len(self.info.family_names))
+        every_head = dict(zip(("validation", "test"), self._predict_best(
+            [config.validation_split, config.test_split], inputs.input_config(config), every_head=True)))
+        evaluated = {split: (ids, heads[config.label_rank]) for split, (ids, heads) in every_head.items()}
+        names = self.info.names[config.label_rank]
+        test_f1, test_support = metrics.per_class_f1(*_ids(evaluated["test"]), len(names))
         # Every worker saves (saving may run collective ops); only the chief's copy is kept.
         replace_atomically((self.scratch or files).model, self.classifier.serving.save, suffix=".keras")
         self._clear_scratch()
-        label_names = {"family": list(self.info.family_names)}
-        if config.phylum_head:
-            label_names["phylum"] = list(self.info.phylum_names)
+        # The label rank first: readers of labels.json take its first head as the one the model names.
+        label_names = {rank: list(self.info.names[rank]) for rank in (config.label_rank, *config.head_ranks)}
         if self.chief:
             write_atomically(files.labels, json.dumps(label_names, indent=1))
+            # The roll-up's temperatures and validation confidences, for predict --rollup_precision.
+            rollup_file.write(files.model_dir, rollup_file.fit(label_names, *every_head["validation"]))
         results = {
             "best_val_macro_f1": callbacks_lib.best_logged(files.history(PHASES), self.monitor),
             **{name: metrics.headline_metrics(*pair) for name, pair in evaluated.items()},
-            "test_f1_per_family": {name: float(score) for name, score, count in
-                                   zip(self.info.family_names, test_f1, test_support) if count},
+            "label_rank": config.label_rank,
+            f"test_f1_per_{config.label_rank}": {name: float(score) for name, score, count in
+                                                 zip(names, test_f1, test_support) if count},
             "phases": {phase: done for phase in PHASES if (done := files.read_done(phase))},
             "strategy": distribute.public_name(self.strategy),
             "replicas": self.strategy.num_replicas_in_sync,
             "global_batch_size": self.global_batch_size,
             "paths": {"model_dir": str(files.model_dir), "flagfile": str(files.flagfile),
                       "model": str(files.model), "labels": str(files.labels), "metrics": str(files.metrics),
+                      "calibration": str(files.calibration),
                       "best_weights": str(files.best_weights)},
         }
         if self.chief:

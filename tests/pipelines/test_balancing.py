@@ -79,7 +79,7 @@ def test_pipeline_samples_families_by_temperature(cfg, temperature):
 
 def test_oversampling_repeats_exactly_the_listed_families(cfg):
     extra = 2
-    cfg = dataclasses.replace(cfg, oversample_families=("apidae", "unionidae"), oversample_extra_views=extra,
+    cfg = dataclasses.replace(cfg, oversample_labels=("apidae", "unionidae"), oversample_extra_views=extra,
                               batch_size=6)
     epoch = sum(COUNTS["train"]) + extra * (COUNTS["train"][1] + COUNTS["train"][3])
     assert epoch % cfg.batch_size == 0 and pipelines.steps_per_epoch(cfg) == epoch // cfg.batch_size
@@ -92,7 +92,7 @@ def test_oversampling_repeats_exactly_the_listed_families(cfg):
 
 
 def test_oversampled_views_are_augmented_independently(cfg):
-    cfg = dataclasses.replace(cfg, oversample_families=("unionidae",), oversample_extra_views=3, augment="recipe",
+    cfg = dataclasses.replace(cfg, oversample_labels=("unionidae",), oversample_extra_views=3, augment="recipe",
                               batch_size=2)
     views = collections.defaultdict(list)
     one_epoch = pipelines.make_dataset(cfg, "train", True, with_file_names=True).take(pipelines.steps_per_epoch(cfg))
@@ -105,5 +105,5 @@ def test_oversampled_views_are_augmented_independently(cfg):
 
 
 def test_unknown_oversampled_family_is_named(cfg):
-    with pytest.raises(ValueError, match="unknown families pteropodidae"):
-        pipelines.make_dataset(dataclasses.replace(cfg, oversample_families=("pteropodidae",)), "train", True)
+    with pytest.raises(ValueError, match="unknown family names pteropodidae"):
+        pipelines.make_dataset(dataclasses.replace(cfg, oversample_labels=("pteropodidae",)), "train", True)

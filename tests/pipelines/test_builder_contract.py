@@ -32,7 +32,7 @@ def test_dataset_info_and_counts_match_the_build(cfg):
 
 @pytest.mark.parametrize("backbone, low, high", [("mobilenetv2", -1.0, 1.0), ("efficientnetb0", 0.0, 255.0)])
 def test_training_and_evaluation_batches(cfg, backbone, low, high):
-    cfg = dataclasses.replace(cfg, backbone=backbone, phylum_head=True, mixup_alpha=0.2)
+    cfg = dataclasses.replace(cfg, backbone=backbone, heads=("phylum", "family"), mixup_alpha=0.2)
     images, targets = next(iter(pipelines.make_dataset(cfg, "train", training=True)))
     assert images.shape == (4, 48, 48, 3) and images.dtype == tf.float32
     assert low - 1e-4 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= high + 1e-4

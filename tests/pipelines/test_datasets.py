@@ -78,7 +78,7 @@ def test_training_augmentation_changes_images_and_keeps_labels(cfg, train_cache_
 
 @pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
 def test_mixed_labels_sum_to_one_and_match_the_pixels(cfg, mixup_alpha, cutmix_alpha):
-    cfg = dataclasses.replace(cfg, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, phylum_head=True)
+    cfg = dataclasses.replace(cfg, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, heads=("phylum", "family"))
     mixed = 0
     for images, labels in _batches(cfg, "train", True, 6):
         for head in ("family", "phylum"):
@@ -189,7 +189,7 @@ def _stored_images(cfg, split):
 
 def test_steps_per_epoch_counts_oversampled_views(cfg):
     assert pipelines.steps_per_epoch(cfg, "train", num_replicas=2) == sum(COUNTS["train"]) // 8
-    oversampled = dataclasses.replace(cfg, oversample_families=("unionidae",), oversample_extra_views=3)
+    oversampled = dataclasses.replace(cfg, oversample_labels=("unionidae",), oversample_extra_views=3)
     assert pipelines.steps_per_epoch(oversampled) == (sum(COUNTS["train"]) + 3 * COUNTS["train"][3]) // 4
 
 

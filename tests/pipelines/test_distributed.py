@@ -147,10 +147,11 @@ def _features_under_strategy(strategy, cfg, cache_dir) -> dict:
     cached = pipelines.cached_features(replicated, "seeded", cfg, "validation", cache_dir)
     direct = list(pipelines.make_dataset(cfg, "validation", False, with_file_names=True).as_numpy_iterator())
     expected = np.concatenate([single(images).numpy() for images, _, _ in direct])
-    same_rows = (np.array_equal(cached.labels, np.concatenate([labels for _, labels, _ in direct]))
+    same_rows = (np.array_equal(cached.labels["family"], np.concatenate([labels for _, labels, _ in direct]))
                  and np.array_equal(cached.file_names.astype(bytes), np.concatenate([n for _, _, n in direct])))
     aligned = cached.embeddings.shape == expected.shape
-    return {"shape": list(cached.embeddings.shape), "labels": len(cached.labels), "same_rows": bool(same_rows),
+    return {"shape": list(cached.embeddings.shape), "labels": len(cached.labels["family"]),
+            "same_rows": bool(same_rows),
             "max_difference": float(np.abs(cached.embeddings - expected).max()) if aligned else float("inf")}
 
 

@@ -30,7 +30,7 @@ def test_helpfull_documents_every_flag():
     (["--backbone=resnet9000"], "flag --backbone=resnet9000: value should be one of <baseline_cnn|"),
     (["--weights=/no/such/weights.h5"], "--weights=/no/such/weights.h5: no such file"),
     (["--backbone=mobilenetv2", "--image_size=20"], "--image_size=20 is below mobilenetv2's minimum 32"),
-    (["--phylum_loss_weight=0.3"], "--phylum_loss_weight=0.3 with --phylum_head=False"),
+    (["--aux_loss_weight=0.3"], "--aux_loss_weight=0.3 with --heads=: give other ranks a weight above 0"),
     (["--data_dir={empty}"], "rare_species/small_128 is not built in {empty}: run `tfds build rare_species"),
 ], ids=["unknown_backbone", "missing_weights", "image_too_small", "aux_weight_without_head", "dataset_not_built"])
 def test_mistakes_end_in_one_error_line(args, message, tmp_path):

@@ -59,7 +59,7 @@ def test_doctor_passes_on_this_machine_with_cpu_only_warnings(tiny_data_dir, tmp
                            "parity"]
     assert {check for check, (status, _) in lines.items() if status != report.OK} == {"cuda", "devices"}
     assert "CPU only, no GPU" in lines["devices"][1] and "MirroredStrategy, 2 replicas" in lines["devices"][1]
-    assert "rare_species/small_128/1.0.0" in lines["dataset"][1] and "train 64" in lines["dataset"][1]
+    assert "rare_species/small_128/1.1.0" in lines["dataset"][1] and "train 64" in lines["dataset"][1]
     assert "one device and MirroredStrategy x2 agree" in lines["parity"][1]
     assert "s/step" in lines["parity"][1]
     assert done.stdout.splitlines()[-1].startswith("trainer.doctor: nothing FAILs (0 FAIL, 2 warn, 7 ok)")
@@ -95,8 +95,8 @@ def test_each_problem_is_its_own_fail_line_and_the_exit_status_is_1(tmp_path):
 
 def test_flags_trainer_main_refuses_are_refused_before_any_check(tmp_path, capsys):
     """A ConfigError, which cli.run turns into trainer.main's one line and exit status 2."""
-    with pytest.raises(config_lib.ConfigError, match=r"--phylum_loss_weight=0.3 with --phylum_head=False"):
-        doctor_command.main(small_config(tmp_path, "--phylum_loss_weight=0.3"), preflight.DoctorSettings())
+    with pytest.raises(config_lib.ConfigError, match=r"--aux_loss_weight=0.3 with --heads=: give other ranks"):
+        doctor_command.main(small_config(tmp_path, "--aux_loss_weight=0.3"), preflight.DoctorSettings())
     assert capsys.readouterr().out == ""
 
 

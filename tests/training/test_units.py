@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+from tfds_rarespecies import labels
 from trainer import config as config_lib
 from trainer import distribute, inputs, models, objectives, schedules
 from trainer.config import Config, ConfigError, validate
@@ -18,7 +19,7 @@ TINY = dict(backbone="mobilenetv2", image_size=32, weights="none", model_dir="un
 
 
 def test_flagfile_round_trips_every_field(tmp_path):
-    config = Config(backbone="xception", image_size=111, phylum_head=True, phylum_loss_weight=0.25,
+    config = Config(backbone="xception", image_size=111, heads=("phylum", "family"), aux_loss_weight=0.25,
                     phase2_learning_rate=3.5e-06, data_dir="/data with space", jit_compile=True,
                     model_dir="runs/x")
     text = config_lib.flagfile_text(config)
@@ -42,8 +43,12 @@ def test_shipped_flagfiles_parse_and_validate(flagfile, monkeypatch):
 @pytest.mark.parametrize("changes, message", [
     (dict(image_size=16), "--image_size=16 is below mobilenetv2's minimum 32"),
     (dict(weights="/no/such/file.weights.h5"), "--weights=/no/such/file.weights.h5: no such file"),
-    (dict(phylum_loss_weight=0.3), "--phylum_loss_weight=0.3 with --phylum_head=False"),
-    (dict(phylum_head=True), "--phylum_loss_weight=0.0 with --phylum_head=True"),
+    (dict(aux_loss_weight=0.3), "--aux_loss_weight=0.3 with --heads=: give other ranks a weight"),
+    (dict(heads=("phylum", "family")), "--aux_loss_weight=0.0 with --heads=phylum,family"),
+    (dict(heads=("phylum", "order"), aux_loss_weight=0.3), "--heads=phylum,order leaves out --label_rank=family"),
+    (dict(heads=("family", "tribe"), aux_loss_weight=0.3), "--heads=family,tribe: tribe is no rank"),
+    (dict(label_rank="species", dataset_config="small_128_species_disjoint"),
+     "--label_rank=species with --dataset_config=small_128_species_disjoint: no validation or test species"),
     (dict(backbone="baseline_cnn", weights="imagenet"), "baseline_cnn has no pretrained weights"),
     (dict(phase1_cached_features=True, augment="light"), "--phase1_cached_features caches un-augmented"),
     (dict(oversample_f1_threshold=0.5), "--oversample_epochs=0"),
@@ -110,8 +115,8 @@ def test_learning_rate_scaling_rules():
 
 
 def _classifier(**changes) -> models.Classifier:
-    return models.build_classifier(dataclasses.replace(Config(**TINY), **changes), [], num_classes=202,
-                                   num_phyla=5)
+    config = dataclasses.replace(Config(**TINY), **changes)
+    return models.build_classifier(config, [], {rank: len(labels.names(rank)) for rank in config.head_ranks})
 
 
 def test_unfreezing_trains_the_last_layers_but_never_pretrained_batchnorm():
@@ -128,7 +133,7 @@ def test_unfreezing_trains_the_last_layers_but_never_pretrained_batchnorm():
 
 
 def test_serving_model_scales_its_own_input_and_shares_the_head(tmp_path):
-    classifier = _classifier(phylum_head=True, phylum_loss_weight=0.3)
+    classifier = _classifier(heads=("family", "phylum"), aux_loss_weight=0.3)
     raw = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     scaled = raw / 127.5 - 1.0  # MobileNetV2's scaling, as the datasets deliver it
     served, trained = classifier.serving(raw), classifier.model(scaled)

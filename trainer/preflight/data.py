@@ -26,7 +26,7 @@ def check_dataset(config: Config) -> Result:
                          f"reads {', '.join(getattr(config, flag) for flag in SPLIT_FLAGS)}")
 
 
-def class_counts() -> tuple[int, int]:
-    """(families, phyla) of the model's heads: the label lists shipped with the builder, which every build of
-    every config uses, so the model can be built before (or without) the dataset."""
-    return len(labels.families()), len(labels.phyla())
+def class_counts(config: Config) -> dict[str, int]:
+    """Names per head rank: the label lists shipped with the builder, which every build of every config uses,
+    so the model can be built before (or without) the dataset."""
+    return {rank: len(labels.names(rank)) for rank in config.head_ranks}

@@ -26,8 +26,7 @@ def existing_ancestor(path: pathlib.Path) -> pathlib.Path:
 def checkpoint_bytes(config: Config) -> int:
     """Disk the run's weight files take at their largest: the best checkpoint and the resume state kept double
     (each with the optimizer's slots), model.keras, and one more copy while a file is replaced atomically."""
-    num_families, num_phyla = data.class_counts()
-    classifier = models.build_classifier(dataclasses.replace(config, weights="none"), [], num_families, num_phyla)
+    classifier = models.build_classifier(dataclasses.replace(config, weights="none"), [], data.class_counts(config))
     per_weights_file = 1 + OPTIMIZER_SLOTS[config.optimizer]
     return classifier.model.count_params() * 4 * (3 * per_weights_file + 2)
 

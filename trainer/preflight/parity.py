@@ -114,14 +114,13 @@ def make_plan(config: Config, replicas: int, steps: int, batch_size: int, weight
 
 
 def generated_batches(config: Config, global_batch: int, steps: int) -> tf.data.Dataset:
-    """Seeded random images (scaled as the backbone expects), family (and phylum) labels, and sample weights
-    like the class weights when the run weights its loss."""
+    """Seeded random images (scaled as the backbone expects), labels for every head, and sample weights like
+    the class weights when the run weights its loss."""
     rng = np.random.default_rng(config.seed)
     count, size = global_batch * steps, config.input_size
-    num_families, num_phyla = data.class_counts()
     images = config.backbone_spec.preprocess(rng.uniform(0, 255, (count, size, size, 3)).astype("float32"))
-    families = rng.integers(0, num_families, count)
-    labels = {"family": families, "phylum": rng.integers(0, num_phyla, count)} if config.phylum_head else families
+    labels = {rank: rng.integers(0, classes, count) for rank, classes in data.class_counts(config).items()}
+    labels = labels if len(labels) > 1 else labels[config.label_rank]
     parts = (images, labels) if config.class_weights == "none" else (
         images, labels, rng.uniform(0.5, 2.0, count).astype("float32"))
     return tf.data.Dataset.from_tensor_slices(parts).batch(global_batch).repeat()
@@ -130,17 +129,14 @@ def generated_batches(config: Config, global_batch: int, steps: int) -> tf.data.
 def build(plan: Plan, strategy: tf.distribute.Strategy) -> keras.Model:
     """The run's classifier under the strategy, compiled with the run's loss, optimizer and XLA setting."""
     config = plan.config
-    num_families, num_phyla = data.class_counts()
+    num_classes = data.class_counts(config)
     with strategy.scope():
-        classifier = models.build_classifier(config, [], num_families, num_phyla)
+        classifier = models.build_classifier(config, [], num_classes)
         models.set_trainable_backbone(classifier, plan.layers, keep_batchnorm_frozen=True)
-        losses = {"family": objectives.SmoothedCrossentropy(num_families, config.label_smoothing)}
-        loss_weights = {"family": 1.0}
-        if config.phylum_head:
-            losses["phylum"] = objectives.SmoothedCrossentropy(num_phyla, config.label_smoothing)
-            loss_weights["phylum"] = config.phylum_loss_weight
         optimizer = schedules.optimizer(config.optimizer, plan.rate, config.momentum, config.weight_decay)
-        classifier.model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
+        compiled = objectives.compile_arguments(config.label_rank, config.aux_loss_weight, config.label_smoothing,
+                                                num_classes, one_hot_labels=False)
+        classifier.model.compile(optimizer=optimizer, loss=compiled["loss"], loss_weights=compiled["loss_weights"],
                                  jit_compile=config.jit_compile)
     return classifier.model
 
