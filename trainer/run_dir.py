@@ -12,6 +12,7 @@ model_dir/
   model.keras, labels.json       the best model (takes float 0..255 images) and its output names
   failure.json                   why the last run stopped early (a non-finite loss), with its phase and epoch
   metrics.json                   validation and test results
+  calibration.json               the roll-up's temperatures and validation confidences (predict --rollup_precision)
   workertemp_<task>/             multi-worker runs only: a non-chief worker's own saves, deleted right after
 
 Under MultiWorkerMirroredStrategy every worker shares model_dir but only the chief writes the files above. The
@@ -58,6 +59,11 @@ class RunFiles:
     def metrics(self) -> pathlib.Path:
         return self.model_dir / "metrics.json"
 
+    @property
+    def calibration(self) -> pathlib.Path:
+        """The roll-up's temperatures and validation confidences (trainer/evaluation/rollup_file.py)."""
+        return self.model_dir / "calibration.json"
+
     def backup(self, phase: str) -> pathlib.Path:
         return self.model_dir / "backup" / phase
 
@@ -72,8 +78,8 @@ class RunFiles:
         return self.model_dir / "failure.json"
 
     @property
-    def oversampled_families(self) -> pathlib.Path:
-        return self.model_dir / "logs" / "oversample.families.json"
+    def oversampled_labels(self) -> pathlib.Path:
+        return self.model_dir / "logs" / "oversample.labels.json"
 
     def tensorboard(self, phase: str) -> pathlib.Path:
         return self.model_dir / "tensorboard" / phase
@@ -108,7 +114,11 @@ def replace_atomically(path: pathlib.Path, write: Callable[[pathlib.Path], objec
     suffix: what the temporary name must end with for the writer (Keras wants `.weights.h5`, `.keras`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial{suffix}")
-    write(partial)
-    with open(partial, "rb") as written:
-        os.fsync(written.fileno())
-    os.replace(partial, path)
+    try:
+        write(partial)
+        with open(partial, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(partial, path)
+    except BaseException:  # a writer that fails leaves no half file behind (a kill leaves one, never read)
+        partial.unlink(missing_ok=True)
+        raise

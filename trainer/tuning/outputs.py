@@ -1,6 +1,7 @@
 """What a study leaves in its directory and prints: the progress line, trials.csv, the history, importances,
 intermediate-values and timeline plots, best.flags (trainer.main retrains the best trial with it) and the
-summary of the best trials and of every failure's error.
+summary of the best trials and of every failure's error. Each file is replaced whole (trainer.run_dir), so a
+kill while the outputs are written leaves the previous version, never half a trials.csv or best.flags.
 """
 
 import pathlib
@@ -11,6 +12,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from trainer.config import Config, flagfile_text
+from trainer.run_dir import replace_atomically, write_atomically
 from trainer.tuning import space as space_lib
 from trainer.tuning import storage as storage_lib
 from trainer.tuning.settings import Settings
@@ -70,7 +72,7 @@ def _plot(name: str, path: pathlib.Path, plot, study: optuna.Study) -> str:
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
         figure.set_size_inches(10, 6)
         figure.tight_layout()
-        figure.savefig(path, dpi=100)
+        replace_atomically(path, lambda partial: figure.savefig(partial, dpi=100), suffix=".png")
         pyplot.close("all")
         return f"{name}: {path}"
     except Exception as error:
@@ -83,7 +85,7 @@ def write_outputs(handle: StudyHandle, base: Config, settings: Settings) -> dict
     """trials.csv, the plots, best.flags and the printed summary; returns the paths written."""
     study, directory = handle.study, settings.study_dir
     outputs = {"study_dir": str(directory), "trials_csv": str(directory / "trials.csv")}
-    trials_frame(study).to_csv(directory / "trials.csv", index=False)
+    replace_atomically(directory / "trials.csv", lambda partial: trials_frame(study).to_csv(partial, index=False))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     lines = []
     for name, plot in _plot_functions().items():
@@ -98,7 +100,7 @@ def write_outputs(handle: StudyHandle, base: Config, settings: Settings) -> dict
     if complete:
         best = study.best_trial
         text, model_dir = best_flags_text(best, base, settings)
-        (directory / "best.flags").write_text(text)
+        write_atomically(directory / "best.flags", text)
         outputs.update(best_flags=str(directory / "best.flags"), best_trial=best.number, best_value=best.value,
                        best_model_dir=str(model_dir))
         lines.append(f"best.flags: {directory / 'best.flags'}  (retrain: python -m trainer.main "
