@@ -5,16 +5,23 @@ image is overwritten by a text page, one by a flat colour fill, one by another f
 mislabel), and one file is copied over another (a duplicate pair).
 """
 
+import contextlib
 import dataclasses
+import io
 import pathlib
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from tests.audit.pictures import text_page
 from tests.conftest import build, tiny_rows
 from tfds_rarespecies import replica
+from trainer import cli
+from trainer.audit import settings
+from trainer.audit.run import run
 
 FAMILIES = ("acroporidae", "apidae", "bovidae", "cheloniidae", "unionidae")
 PER_FAMILY = 25
@@ -41,13 +48,29 @@ class Planted:
         return self.non_photos | set(self.mislabelled) | {b for _, b in self.duplicate_pairs}
 
 
-def text_page(width: int, height: int, rng: np.random.Generator) -> Image.Image:
-    """A scanned page: near-white paper with lines of black text."""
-    page = Image.new("RGB", (width, height), (250, 250, 246))
-    draw = ImageDraw.Draw(page)
-    for top in range(8, height - 12, 12):
-        draw.text((6, top), "".join(rng.choice(list("abcdefghij klmnopqrstuvwxyz"), 40)), fill=(10, 10, 10))
-    return page
+def audit(planted: Planted, out: pathlib.Path, *flags: str, embedder=None) -> tuple[pd.DataFrame, str]:
+    """Runs the audit from command-line flags (parsed like `python -m trainer.audit`), with the given embedder
+    or the one the flags name; returns the scores (by rare_species_id) and the printed summary."""
+    config = cli.parse([f"--data_dir={planted.data_dir}", "--config=small_128", f"--out={out}", *flags],
+                       settings.AuditConfig, program="trainer.audit")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        scores = run(config, embedder)
+    return scores.set_index("rare_species_id"), printed.getvalue()
+
+
+def duplicate_table() -> pd.DataFrame:
+    """Identity and hash columns of seven images: a leak (a, b), a near copy in one split (c, d), a label
+    conflict (e, f) and an image sharing c's hash in another family (g), which is no copy."""
+    return pd.DataFrame([
+        ("a", "a.jpg", "bovidae", "train", "s1", "0000000000000000"),
+        ("b", "b.jpg", "bovidae", "test", "s1", "0000000000000000"),          # exact copy of a, other split
+        ("c", "c.jpg", "bovidae", "train", "s2", "ffff0000ffff0000"),
+        ("d", "d.jpg", "bovidae", "train", "s3", "ffff0000ffff0001"),          # near copy of c, same split
+        ("e", "e.jpg", "apidae", "validation", "s4", "0f0f0f0f0f0f0f0f"),
+        ("f", "f.jpg", "cheloniidae", "validation", "s4", "0f0f0f0f0f0f0f0f"),  # same bytes, other family
+        ("g", "g.jpg", "apidae", "train", "s5", "ffff0000ffff0000"),           # c's hash, other family
+    ], columns=["rare_species_id", "file_name", "family", "split", "content_sha256", "phash"])
 
 
 @pytest.fixture(scope="package")

@@ -18,7 +18,7 @@ from trainer.audit.run import run
 
 REPO = pathlib.Path(__file__).parents[2]
 FLAG_NAMES = [cli.flag_name(item) for item in dataclasses.fields(settings.AuditConfig)]
-MODULES = {"__main__", "embedders", "review", "run", "scores", "settings"}
+MODULES = {"__main__", "embedders", "proposals", "review", "run", "scores", "settings"}
 HAS_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None
 
 
@@ -54,13 +54,15 @@ def test_importing_any_audit_module_defines_no_flag():
     (["--embedder=foo"], "flag --embedder=foo: value should be one of <backbone|color_stats>"),
     (["--backbone=resnet9000"], "flag --backbone=resnet9000: value should be one of <baseline_cnn|"),
     (["--non_photo_threshold=1.5"], "flag --non_photo_threshold=1.5: 1.5 is not a number in the range [0, 1]"),
+    (["--max_proposed_share=1.5"], "flag --max_proposed_share=1.5: 1.5 is not a number in the range [0, 1]"),
     (["--weights=/no/such/weights.h5"], "--weights=/no/such/weights.h5: no such file"),
     ([], "--data_dir={empty} --config=small_128: rare_species/small_128 is not built in {empty}: run `tfds build "
          "rare_species --imports=tfds_rarespecies --config=small_128"),
     pytest.param(["--embedder=color_stats", "--zero_shot_model={empty}/bioclip.bin"],
                  "--zero_shot_model needs open_clip, which is not installed",
                  marks=pytest.mark.skipif(HAS_OPEN_CLIP, reason="open_clip is installed here")),
-], ids=["folds", "unknown_embedder", "unknown_backbone", "threshold_range", "missing_weights", "dataset_not_built",
+], ids=["folds", "unknown_embedder", "unknown_backbone", "threshold_range", "cap_range", "missing_weights",
+        "dataset_not_built",
         "zero_shot_without_open_clip"])
 def test_mistakes_end_in_one_error_line(args, message, tmp_path):
     empty, out = tmp_path / "empty", tmp_path / "out"

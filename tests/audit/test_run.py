@@ -6,9 +6,8 @@ family) its pooled features separate the families; a randomly initialised Mobile
 features barely vary between images).
 """
 
-import contextlib
 import html.parser
-import io
+import json
 import pathlib
 
 import pandas as pd
@@ -16,34 +15,24 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tests.audit.conftest import FAMILIES, PER_FAMILY, Planted
+from tests.audit.conftest import FAMILIES, PER_FAMILY, audit
 from tests.conftest import build
 from tfds_rarespecies import catalog, report
-from trainer import cli
-from trainer.audit import embedders, review, settings
-from trainer.audit import scores as audit_scores
-from trainer.audit.run import run
+from trainer.audit import embedders, proposals, review
 
 # Allowed share of unplanted images proposed for exclusion / flagged for review.
 CLEAN_EXCLUDED_RATE = 0.05
 CLEAN_FLAGGED_RATE = 0.15
-
-
-def _audit(planted: Planted, out: pathlib.Path, *flags: str) -> tuple[pd.DataFrame, str]:
-    """Runs the audit from command-line flags (parsed like `python -m trainer.audit`); returns scores and the
-    printed summary."""
-    config = cli.parse([f"--data_dir={planted.data_dir}", "--config=small_128", f"--out={out}", *flags],
-                       settings.AuditConfig, program="trainer.audit")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        scores = run(config)
-    return scores.set_index("rare_species_id"), printed.getvalue()
+# 20 of the 125 images are planted problems: the cap is raised to hold them all.
+RAISED_CAP = "--max_proposed_share=0.2"
+# Robust z the planted odd ones reach at least (the outlier flag is 3.5).
+PLANTED_OUTLIER_Z = 6.0
 
 
 @pytest.fixture(scope="module")
 def audited(planted, tmp_path_factory) -> tuple[pd.DataFrame, pathlib.Path, str]:
     out = tmp_path_factory.mktemp("audit_out")
-    scores, printed = _audit(planted, out, "--backbone=baseline_cnn", "--weights=none")
+    scores, printed = audit(planted, out, "--backbone=baseline_cnn", "--weights=none", RAISED_CAP)
     return scores, out, printed
 
 
@@ -76,7 +65,7 @@ def test_planted_images_top_the_outlier_list(planted, audited):
     odd_ones = planted.non_photos | set(planted.mislabelled)
     top = scores["outlier_z"].sort_values(ascending=False).index[:len(odd_ones)]
     assert set(top) == odd_ones
-    assert scores.loc[list(odd_ones), "outlier_z"].min() >= audit_scores.Thresholds().outlier_exclusion
+    assert scores.loc[list(odd_ones), "outlier_z"].min() >= PLANTED_OUTLIER_Z
 
 
 def test_planted_duplicates_are_clusters_of_two(planted, audited):
@@ -100,7 +89,7 @@ def test_clean_images_are_rarely_flagged(planted, audited):
     untouched = scores.drop(index=list(planted.problems | {a for a, _ in planted.duplicate_pairs}))
     assert untouched["excluded"].mean() <= CLEAN_EXCLUDED_RATE
     assert (untouched["reasons"] != "").mean() <= CLEAN_FLAGGED_RATE
-    assert (untouched["non_photo_score"] < audit_scores.Thresholds().non_photo).all()
+    assert (untouched["non_photo_score"] < proposals.Thresholds().non_photo).all()
 
 
 def test_outputs_review_csv_exclusions_page_and_contact_sheet(planted, audited):
@@ -108,9 +97,12 @@ def test_outputs_review_csv_exclusions_page_and_contact_sheet(planted, audited):
     flagged = pd.read_csv(out / review.REVIEW_CSV, dtype={"rare_species_id": str}, keep_default_na=False)
     assert set(flagged["rare_species_id"]) == set(scores.index[scores["reasons"] != ""])
     for column in ("rare_species_id", "file_name", "family", "split", "non_photo_score", "colourfulness",
-                   "outlier_z", "given_family_probability", "label_issue_rank", "duplicate_cluster", "reasons",
-                   "exclusion_reasons"):
+                   "outlier_z", "given_family_probability", "other_family_probability", "label_issue_rank",
+                   "duplicate_cluster", "reasons", "evidence", "exclusion_reasons", "status", "review_rank"):
         assert column in flagged.columns
+    assert flagged["review_rank"].tolist() == list(range(1, len(flagged) + 1))
+    statuses = flagged["status"].tolist()
+    assert statuses == sorted(statuses, key=[proposals.PROPOSED, proposals.OVER_CAP, proposals.REVIEW].index)
     exclusions = catalog.read_exclusions(out / review.EXCLUSIONS_CSV)
     assert set(exclusions) == set(scores.index[scores["excluded"]])
     assert planted.problems <= set(exclusions)
@@ -123,9 +115,16 @@ def test_outputs_review_csv_exclusions_page_and_contact_sheet(planted, audited):
     assert all((out / source).is_file() and not pathlib.Path(source).is_absolute() for source in page.images)
     with Image.open(out / review.CONTACT_SHEET_PNG) as sheet:
         assert sheet.format == "PNG" and min(sheet.size) > 300
-    for reason in audit_scores.REASONS:
+    for reason in proposals.REASONS:
         assert f"  {reason} " in printed
     assert "duplicate clusters: 5" in printed
+    summary = json.loads((out / review.SUMMARY_JSON).read_text())
+    assert summary["images"] == len(scores) and summary["proposed"] == len(exclusions)
+    assert summary["flagged"] == len(flagged) == summary["proposed"] + summary["over_cap"] + summary["review_only"]
+    # 15 of the 125 (non-photos, mislabels) need not show their given family: the rest is read.
+    assert summary["head"]["accuracy"] > 0.85 and summary["head"]["label_issues_propose"]
+    assert f"accuracy {summary['head']['accuracy']:.2f}, macro-F1 {summary['head']['macro_f1']:.2f}" in printed
+    assert "WEAK HEAD" not in printed
     assert f'"exclusions": "{(out / review.EXCLUSIONS_CSV).resolve()}"' in printed
 
 
@@ -172,7 +171,7 @@ def test_exclusions_round_trip_through_the_builder(planted, audited, tmp_path):
 
 
 def test_color_stats_embedder_finds_the_same_problems(planted, tmp_path):
-    scores, printed = _audit(planted, tmp_path, "--embedder=color_stats")
+    scores, printed = audit(planted, tmp_path, "--embedder=color_stats", RAISED_CAP)
     assert "color_stats" in printed
     assert planted.problems <= set(scores.index[scores["excluded"]])
     assert not (tmp_path / embedders.FEATURES_DIR).exists()

@@ -3,8 +3,10 @@
 import numpy as np
 import pandas as pd
 
-from tests.audit.conftest import text_page
+from tests.audit.conftest import duplicate_table
+from tests.audit.pictures import text_page
 from tfds_rarespecies import replica
+from trainer.audit import proposals
 from trainer.audit import scores as audit_scores
 
 
@@ -26,8 +28,8 @@ def test_family_outlier_scores_are_robust_z_within_family():
     tight[4] = np.eye(8)[2]
     families = ["tight"] * 30 + ["loose"] * 30 + ["pair"] * 2
     scores = audit_scores.family_outlier_scores(np.vstack([tight, loose, np.eye(8)[3:5]]), families)
-    assert np.argmax(scores[:30]) == 4 and scores[4] > audit_scores.Thresholds().outlier_exclusion
-    assert np.nanmax(scores[30:60]) < audit_scores.Thresholds().outlier_exclusion
+    assert np.argmax(scores[:30]) == 4 and scores[4] > 2 * proposals.Thresholds().outlier
+    assert np.nanmax(scores[30:60]) < 2 * proposals.Thresholds().outlier
     assert np.isnan(scores[60:]).all()
 
 
@@ -51,21 +53,8 @@ def test_label_issue_ranks_put_the_flipped_labels_first():
     assert set(np.flatnonzero(ranks)[np.argsort(ranks[ranks > 0])][:3]) == {3, 30, 55}
 
 
-def _table(rows):
-    return pd.DataFrame(rows, columns=["rare_species_id", "file_name", "family", "split", "content_sha256",
-                                       "phash"])
-
-
 def test_duplicate_clusters_report_leaks_and_label_conflicts():
-    table = _table([
-        ("a", "a.jpg", "bovidae", "train", "s1", "0000000000000000"),
-        ("b", "b.jpg", "bovidae", "test", "s1", "0000000000000000"),          # exact copy of a, other split
-        ("c", "c.jpg", "bovidae", "train", "s2", "ffff0000ffff0000"),
-        ("d", "d.jpg", "bovidae", "train", "s3", "ffff0000ffff0001"),          # near copy of c, same split
-        ("e", "e.jpg", "apidae", "validation", "s4", "0f0f0f0f0f0f0f0f"),
-        ("f", "f.jpg", "cheloniidae", "validation", "s4", "0f0f0f0f0f0f0f0f"),  # same bytes, other family
-        ("g", "g.jpg", "apidae", "train", "s5", "ffff0000ffff0000"),           # c's hash, other family
-    ])
+    table = duplicate_table()
     clusters = audit_scores.duplicate_clusters(table).set_index(table["rare_species_id"])
     assert clusters.at["a", "duplicate_cluster"] == clusters.at["b", "duplicate_cluster"] >= 0
     assert clusters.loc[["a", "b"], "leak"].all() and clusters.at["a", "cluster_splits"] == "train+test"
@@ -75,23 +64,13 @@ def test_duplicate_clusters_report_leaks_and_label_conflicts():
     assert clusters.loc[["e", "f"], "label_conflict"].all()
     assert (clusters.loc[["e", "f"], "duplicate_of"] == "").all()
     assert clusters.at["g", "duplicate_cluster"] == -1
-    scores = clusters.assign(non_photo_score=0.0, outlier_z=0.0, label_issue_rank=0, given_family_probability=1.0)
-    flagged, excluded = audit_scores.flag_reasons(scores, audit_scores.Thresholds())
-    assert flagged["b"] == excluded["b"] == "duplicate_leak" and flagged["a"] == "duplicate_leak"
-    assert excluded["a"] == "" and excluded["c"] == "" and excluded["d"] == "duplicate"
-    assert flagged["e"] == flagged["f"] == "label_conflict;duplicate"
-    assert excluded["e"] == excluded["f"] == "label_conflict"
-    assert flagged["g"] == ""
 
 
-def test_flag_reasons_separate_review_from_exclusion():
-    thresholds = audit_scores.Thresholds()
-    scores = pd.DataFrame({
-        "non_photo_score": [0.0, 0.9, 0.0, 0.0, 0.0],
-        "outlier_z": [4.0, 0.0, 7.0, 0.0, np.nan],
-        "label_issue_rank": [0, 0, 0, 1, 2],
-        "given_family_probability": [0.9, 0.9, 0.9, 0.01, 0.3],
-        "duplicate_cluster": -1, "leak": False, "label_conflict": False, "duplicate_of": ""})
-    flagged, excluded = audit_scores.flag_reasons(scores, thresholds)
-    assert flagged.tolist() == ["outlier", "non_photo", "outlier", "label_issue", "label_issue"]
-    assert excluded.tolist() == ["", "non_photo", "outlier", "label_issue", ""]
+def test_head_quality_measures_the_out_of_fold_head():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    probabilities = np.eye(3)[[0, 0, 0, 1, 1, 1, 1, 1, 2, 2]].astype(float)
+    probabilities[-1] = np.nan
+    quality = audit_scores.head_quality(labels, probabilities)
+    assert quality.images == 9 and quality.accuracy == 8 / 9
+    assert np.isclose(quality.macro_f1, np.mean([2 * 3 / (2 * 3 + 1), 2 * 4 / (2 * 4 + 1), 1.0]))
+    assert np.isnan(audit_scores.head_quality(labels, np.full((10, 3), np.nan)).accuracy)

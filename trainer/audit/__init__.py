@@ -12,11 +12,14 @@ Earlier projects found maps, text pages, specimen tables and people among the ph
 them by hand. Here one pass over every split measures pixel statistics and reads the builder's hashes, the
 frozen-feature cache embeds every image once, and the scores turn both into four lists: non-photos, family
 outliers, label issues (cleanlab on out-of-fold probabilities) and duplicate clusters (with the splits they
-straddle).
+straddle). Only evidence that holds alone or agrees between detectors is proposed for exclusion, label issues
+only when the head behind them reads the families well, and never more than a capped share of the images;
+every other flag is left, ranked, for a person.
 
 settings (AuditConfig, its flags and checks), scores (pure functions: pixels, embeddings, labels, hashes ->
-scores and reasons), embedders (backbone, colour statistics, open_clip zero-shot), review (what a person reads:
-review.csv, exclusions.csv, thumbnails, contact sheet, review.html, the summary), run (one audit, end to end).
+scores, and the head's quality), proposals (scores -> flags, proposals within the cap, review ranks), embedders
+(backbone, colour statistics, open_clip zero-shot), review (what a person reads: review.csv, exclusions.csv,
+summary.json, thumbnails, contact sheet, review.html, the summary), run (one audit, end to end).
 Importing any of them defines no flag; `python -m trainer.audit` (__main__) does. Imports only downward: the
 training room (models), the evaluation room's pages, pipelines, the builder.
 """

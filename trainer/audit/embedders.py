@@ -36,6 +36,15 @@ def make(config: AuditConfig) -> "Backbone | ColourStats":
     return Backbone(config) if config.embedder == "backbone" else ColourStats()
 
 
+def stronger_advice(config: AuditConfig) -> str:
+    """What to embed with instead when the out-of-fold head is too weak for its label issues to count."""
+    if config.embedder != "backbone" or config.weights == "none":
+        return ("embed with pretrained weights: --embedder=backbone --backbone=inceptionv3 --weights=imagenet, or "
+                "--weights=PATH of a local .weights.h5 without top")
+    return (f"embed with a stronger backbone than {config.backbone} ({config.weights}), e.g. --backbone=convnextbase "
+            "or --backbone=inceptionv3 --config=inception_342 with pretrained --weights (imagenet or PATH)")
+
+
 class ColourStats:
     """Colour and gradient-orientation histograms (audit_scores.colour_embedding) of the images as they are read:
     no network, no second pass."""

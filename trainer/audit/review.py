@@ -1,6 +1,7 @@
-"""What a person reads after an audit, all in --out: review.csv (every flagged image and its scores),
-exclusions.csv (the builder's format: the images past the exclusion thresholds), thumbs/, contact_sheet.png,
-review.html, and the summary printed on screen with the command that rebuilds the dataset without them.
+"""What a person reads after an audit, all in --out: review.csv (every flagged image, ranked, with its scores
+and status), exclusions.csv (the builder's format: the proposed images), summary.json (the counts and the
+label-issue head's accuracy and macro-F1), thumbs/, contact_sheet.png, review.html, and the summary printed on
+screen with the command that rebuilds the dataset without them.
 
 Thumbnails, the contact sheet and the page skeleton are trainer/evaluation/pages.py's, shared with the
 evaluation reports; this module decides what is shown and in which order.
@@ -19,6 +20,7 @@ from PIL import Image
 
 import tfds_rarespecies
 from tfds_rarespecies import catalog
+from trainer.audit import embedders, proposals
 from trainer.audit import scores as audit_scores
 from trainer.audit.settings import AuditConfig
 from trainer.evaluation import pages
@@ -27,22 +29,27 @@ REVIEW_CSV = "review.csv"
 EXCLUSIONS_CSV = catalog.EXCLUSIONS_FILE
 CONTACT_SHEET_PNG = "contact_sheet.png"
 REVIEW_HTML = "review.html"
+SUMMARY_JSON = "summary.json"
 THUMBS_DIR = "thumbs"
-_PAGE_STYLE = "tr.excluded{background:#fde8e8} img{max-width:160px}"
+_PAGE_STYLE = "tr.proposed{background:#fde8e8} tr.over_cap{background:#fdf3e0} img{max-width:160px}"
+_SHEET_COLOURS = {proposals.PROPOSED: "tab:red", proposals.OVER_CAP: "tab:orange", proposals.REVIEW: "black"}
 
 
-def write(builder: tfds.core.DatasetBuilder, scores: pd.DataFrame, config: AuditConfig, embedder_name: str) -> None:
+def write(builder: tfds.core.DatasetBuilder, scores: pd.DataFrame, quality: audit_scores.HeadQuality,
+          config: AuditConfig, embedder_name: str) -> None:
     """Writes every output into config.out and prints the summary."""
     out = pathlib.Path(config.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     review = _review_table(scores)
     review.to_csv(out / REVIEW_CSV, index=False)
     _write_exclusions(review, out / EXCLUSIONS_CSV)
+    counts = _counts(scores, quality, config)
+    (out / SUMMARY_JSON).write_text(json.dumps({"embedder": embedder_name, **counts}, indent=2) + "\n")
     _write_thumbnails(builder, review, out)
     _write_contact_sheet(review, out, config.contact_sheet_images, embedder_name)
     rebuild = _rebuild_command(config, out / EXCLUSIONS_CSV)
-    _write_review_page(review, out / REVIEW_HTML, embedder_name, config, len(scores), rebuild)
-    print(_summary(scores, config, embedder_name, out, rebuild))
+    _write_review_page(review, out / REVIEW_HTML, embedder_name, config, counts, rebuild)
+    print(_summary(scores, counts, config, embedder_name, out, rebuild))
 
 
 def _rebuild_command(config: AuditConfig, exclusions: pathlib.Path) -> str:
@@ -59,15 +66,34 @@ def _rebuild_command(config: AuditConfig, exclusions: pathlib.Path) -> str:
 
 
 def _review_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """The flagged images with their thumbnail paths: proposed exclusions first, then by first reason (REASONS
-    order), copies of one picture together, larger outliers first."""
-    review = scores[scores["reasons"] != ""]
-    first_reason = review["reasons"].str.split(";").str[0].map(
-        {reason: i for i, reason in enumerate(audit_scores.REASONS)})
-    review = review.assign(thumbnail=[f"{THUMBS_DIR}/{name}" for name in review["file_name"]],
-                           first_reason=first_reason)
-    return review.sort_values(["excluded", "first_reason", "duplicate_cluster", "outlier_z"],
-                              ascending=[False, True, True, False]).drop(columns="first_reason")
+    """The flagged images with their thumbnail paths in review_rank order: proposed exclusions, then those over
+    the cap, then the flags for review only (proposals.decide ranks them)."""
+    review = scores[scores["reasons"] != ""].sort_values("review_rank")
+    return review.assign(thumbnail=[f"{THUMBS_DIR}/{name}" for name in review["file_name"]])
+
+
+def _counts(scores: pd.DataFrame, quality: audit_scores.HeadQuality, config: AuditConfig) -> dict:
+    """What summary.json holds and the summary prints: images, per reason flagged and proposed, the statuses,
+    the cap, and the head's quality with whether its label issues may propose."""
+    def per_reason(column: str) -> dict[str, int]:
+        counted = scores[column].str.split(";").explode().value_counts()
+        return {reason: int(counted.get(reason, 0)) for reason in proposals.REASONS}
+
+    status = scores["status"].value_counts()
+    thresholds = config.thresholds
+    return {
+        "images": len(scores),
+        "flagged": int((scores["reasons"] != "").sum()),
+        "proposed": int(status.get(proposals.PROPOSED, 0)),
+        "over_cap": int(status.get(proposals.OVER_CAP, 0)),
+        "review_only": int(status.get(proposals.REVIEW, 0)),
+        "cap": proposals.cap(thresholds, len(scores)),
+        "flagged_by_reason": per_reason("reasons"),
+        "proposed_by_reason": per_reason("exclusion_reasons"),
+        "head": {**dataclasses.asdict(quality), "min_macro_f1": thresholds.min_head_macro_f1,
+                 "label_issues_propose": proposals.label_issues_propose(quality, thresholds)},
+        "thresholds": dataclasses.asdict(thresholds),
+    }
 
 
 def _write_exclusions(review: pd.DataFrame, path: pathlib.Path) -> None:
@@ -101,7 +127,8 @@ def _describe(row) -> list[str]:
         "not_animal": lambda: f"not an animal photo {getattr(row, 'not_animal_score', math.nan):.2f}",
         "label_conflict": lambda: f"same file under {row.cluster_families}",
         "label_issue": lambda: (f"label issue: p({row.family}) {row.given_family_probability:.2f}, "
-                                f"looks like {row.predicted_family}"),
+                                f"looks like {row.predicted_family} (best other family "
+                                f"{row.other_family_probability:.2f})"),
         "outlier": lambda: f"outlier z {row.outlier_z:.1f}",
         "duplicate_leak": lambda: f"LEAK across splits: {_duplicate_phrase(row)}",
         "duplicate": lambda: _duplicate_phrase(row),
@@ -121,10 +148,10 @@ def _write_contact_sheet(review: pd.DataFrame, out: pathlib.Path, limit: int, em
     pages.contact_sheet(
         [_read_thumbnail(out / row.thumbnail) for row in shown],
         ["\n".join([f"{row.family} ({row.split})", *_describe(row)]) for row in shown],
-        ["tab:red" if row.excluded else "black" for row in shown],
+        [_SHEET_COLOURS[row.status] for row in shown],
         out / CONTACT_SHEET_PNG,
-        title=f"audit: {len(shown)} of {len(review)} flagged images, red = proposed for exclusion "
-              f"(embedder: {embedder_name})",
+        title=f"audit: {len(shown)} of {len(review)} flagged images, red = proposed for exclusion, orange = over "
+              f"the cap (embedder: {embedder_name})",
         empty="nothing flagged")
 
 
@@ -134,43 +161,71 @@ def _read_thumbnail(path: pathlib.Path) -> Image.Image:
         return thumbnail.copy()
 
 
+def _status_phrase(row) -> str:
+    """The review page's last column: what happens to the image, and on which evidence."""
+    if row.status == proposals.PROPOSED:
+        return f"proposed: {row.exclusion_reasons}"
+    if row.status == proposals.OVER_CAP:
+        return f"over the cap: {row.evidence}"
+    return "review"
+
+
 def _write_review_page(review: pd.DataFrame, path: pathlib.Path, embedder_name: str, config: AuditConfig,
-                       images: int, rebuild: str) -> None:
-    """A static page: one table row per flagged image (thumbnail, identity, reasons, scores)."""
-    thresholds = ", ".join(f"{name} {value}" for name, value in dataclasses.asdict(config.thresholds).items())
+                       counts: dict, rebuild: str) -> None:
+    """A static page: one table row per flagged image in review_rank order (thumbnail, identity, reasons,
+    scores, status)."""
+    thresholds = ", ".join(f"{name} {value}" for name, value in counts["thresholds"].items())
     rows = "\n".join(
-        f"<tr class=\"{'excluded' if row.excluded else 'kept'}\">"
+        f"<tr class=\"{row.status}\"><td>{row.review_rank}</td>"
         f"<td><img src=\"{html.escape(row.thumbnail)}\" alt=\"{html.escape(row.file_name)}\"></td>"
         f"<td>{html.escape(row.rare_species_id)}<br><small>{html.escape(row.file_name)}</small></td>"
         f"<td><b>{html.escape(row.family)}</b><br>{html.escape(row.phylum)}</td><td>{html.escape(row.split)}</td>"
         f"<td>{'<br>'.join(html.escape(phrase) for phrase in _describe(row))}</td>"
-        f"<td>{html.escape(row.exclusion_reasons) or 'keep'}</td></tr>"
+        f"<td>{html.escape(_status_phrase(row))}</td></tr>"
         for row in review.itertuples())
-    body = (f"<p>{len(review)} of {images} images flagged; {int(review['excluded'].sum())} proposed for exclusion "
-            f"(red rows, listed in {EXCLUSIONS_CSV}). Embedder: {html.escape(embedder_name)}. Thresholds: "
-            f"{html.escape(thresholds)}. Every score is in {REVIEW_CSV}. Rebuild without the excluded images:</p>\n"
+    notes = "".join(f"<p>{html.escape(line)}</p>\n" for line in _reliability_lines(counts, config))
+    body = (f"{notes}<p>{counts['flagged']} of {counts['images']} images flagged; {counts['proposed']} proposed for "
+            f"exclusion (red rows, listed in {EXCLUSIONS_CSV}), {counts['over_cap']} more with the same kind of "
+            f"evidence over the cap of {counts['cap']} (orange), {counts['review_only']} for review only. "
+            f"Embedder: {html.escape(embedder_name)}. Thresholds: {html.escape(thresholds)}. Every score is in "
+            f"{REVIEW_CSV}. Rebuild without the proposed images:</p>\n"
             f"<pre>{html.escape(rebuild)}</pre>\n"
-            "<table><tr><th>image</th><th>id / file</th><th>family</th><th>split</th><th>why flagged</th>"
-            f"<th>exclusion</th></tr>\n{rows}\n</table>")
+            "<table><tr><th>rank</th><th>image</th><th>id / file</th><th>family</th><th>split</th>"
+            f"<th>why flagged</th><th>status</th></tr>\n{rows}\n</table>")
     path.write_text(pages.html_page(f"rare_species/{config.dataset_config} audit", body, _PAGE_STYLE))
 
 
-def _summary(scores: pd.DataFrame, config: AuditConfig, embedder_name: str, out: pathlib.Path,
+def _reliability_lines(counts: dict, config: AuditConfig) -> list[str]:
+    """The head's accuracy and macro-F1, and, below the floor, why label issues are for review only and what
+    to embed with instead (one line)."""
+    head = counts["head"]
+    lines = [f"label-issue head (out of fold, {head['images']} images): accuracy {head['accuracy']:.2f}, "
+             f"macro-F1 {head['macro_f1']:.2f} (floor {head['min_macro_f1']:.2f}, --min_head_macro_f1)"]
+    if not head["label_issues_propose"]:
+        lines.append(f"WEAK HEAD: label issues are for review only, because a head with macro-F1 "
+                     f"{head['macro_f1']:.2f} < {head['min_macro_f1']:.2f} misreads many correct images and "
+                     f"cleanlab flags its mistakes; {embedders.stronger_advice(config)}")
+    return lines
+
+
+def _summary(scores: pd.DataFrame, counts: dict, config: AuditConfig, embedder_name: str, out: pathlib.Path,
              rebuild: str) -> str:
-    """The screen a person reads: per reason how many images were flagged and how many are proposed for
-    exclusion, the duplicate clusters and their leaks, where the files are and how to rebuild."""
-    lines = [f"rare_species/{config.dataset_config} audit: {len(scores)} images, embedder {embedder_name}"]
-    flagged = scores["reasons"].str.split(";").explode().value_counts()
-    excluded = scores["exclusion_reasons"].str.split(";").explode().value_counts()
-    for reason in audit_scores.REASONS:
-        lines.append(f"  {reason:<15} flagged {flagged.get(reason, 0):>5}   "
-                     f"proposed for exclusion {excluded.get(reason, 0):>5}")
+    """The screen a person reads: the head's reliability, per reason how many images were flagged and how many
+    are proposed for exclusion, the cap and how many more are left for review, the duplicate clusters and
+    their leaks, where the files are and how to rebuild."""
+    lines = [f"rare_species/{config.dataset_config} audit: {counts['images']} images, embedder {embedder_name}"]
+    lines.extend(f"  {line}" for line in _reliability_lines(counts, config))
+    for reason in proposals.REASONS:
+        lines.append(f"  {reason:<15} flagged {counts['flagged_by_reason'][reason]:>5}   "
+                     f"proposed for exclusion {counts['proposed_by_reason'][reason]:>5}")
     clusters = scores[scores["duplicate_cluster"] >= 0].groupby("duplicate_cluster")
     leaks = [cluster for cluster, members in clusters if members["leak"].iloc[0]]
     lines.append(f"  duplicate clusters: {clusters.ngroups} ({int((scores['duplicate_cluster'] >= 0).sum())} "
                  f"images), straddling splits (leaks): {len(leaks)}"
                  + (f" -- clusters {', '.join(map(str, leaks[:10]))}" if leaks else ""))
-    lines.append(f"  total: {int((scores['reasons'] != '').sum())} flagged, {int(scores['excluded'].sum())} "
-                 f"proposed for exclusion -> {out / REVIEW_HTML}, {out / EXCLUSIONS_CSV}")
+    lines.append(f"  total: {counts['flagged']} flagged, {counts['proposed']} proposed for exclusion (cap "
+                 f"{counts['cap']} = {config.max_proposed_share:.0%} of the images, --max_proposed_share); "
+                 f"{counts['flagged'] - counts['proposed']} more flagged for review ({counts['over_cap']} of them "
+                 f"over the cap) -> {out / REVIEW_HTML}, {out / EXCLUSIONS_CSV}, {out / SUMMARY_JSON}")
     lines.append(f"  after review, rebuild without them: {rebuild}")
     return "\n".join(lines)

@@ -9,25 +9,27 @@ import tqdm
 import pipelines
 from pipelines import reading
 from tfds_rarespecies import splits
-from trainer.audit import embedders, review, settings
+from trainer.audit import embedders, proposals, review, settings
 from trainer.audit import scores as audit_scores
 from trainer.audit.settings import AuditConfig, AuditError
 
 
-def run(config: AuditConfig) -> pd.DataFrame:
+def run(config: AuditConfig, embedder=None) -> pd.DataFrame:
     """Audits the dataset, writes every output into config.out and prints the summary.
 
+    embedder: anything with `name`, `add(image)` and `embeddings(table)` (embedders.ColourStats' interface),
+    to audit with features of one's own; None = the one --embedder names.
     Returns every image's scores and reasons (one row per image, in split order), flagged or not.
     """
     settings.validate(config)
     builder = _load_builder(config)
-    embedder = embedders.make(config)
+    embedder = embedder or embedders.make(config)
     zero_shot = (embedders.ZeroShot(config.zero_shot_model, config.zero_shot_architecture, config.batch_size)
                  if config.zero_shot_model else None)
     table = _read_examples(builder, [reader for reader in (embedder, zero_shot) if reader is not None])
     not_animal = zero_shot.not_animal() if zero_shot else None
-    scores = _score(table, embedder.embeddings(table), not_animal, config)
-    review.write(builder, scores, config, embedder.name)
+    scores, quality = _score(table, embedder.embeddings(table), not_animal, config)
+    review.write(builder, scores, quality, config, embedder.name)
     return scores
 
 
@@ -72,8 +74,9 @@ def _read_examples(builder: tfds.core.DatasetBuilder, readers: list) -> pd.DataF
 
 
 def _score(table: pd.DataFrame, embeddings: np.ndarray, not_animal: np.ndarray | None,
-           config: AuditConfig) -> pd.DataFrame:
-    """Every score and reason per image, in table order."""
+           config: AuditConfig) -> tuple[pd.DataFrame, audit_scores.HeadQuality]:
+    """Every score and decision per image, in table order, and how well the label-issue head read the
+    families."""
     scores = table.copy()
     scores["non_photo_score"] = audit_scores.non_photo_score(table)
     scores["outlier_z"] = audit_scores.family_outlier_scores(embeddings, table["family"], config.neighbours)
@@ -83,11 +86,13 @@ def _score(table: pd.DataFrame, embeddings: np.ndarray, not_animal: np.ndarray |
     probabilities = audit_scores.out_of_fold_probabilities(embeddings, label_ids, config.folds, config.seed)
     scored = ~np.isnan(probabilities).any(axis=1)
     scores["given_family_probability"] = probabilities[np.arange(len(label_ids)), label_ids]
+    others = probabilities.copy()
+    others[np.arange(len(label_ids)), label_ids] = -np.inf
+    scores["other_family_probability"] = np.where(scored, others.max(axis=1), np.nan)
     scores["predicted_family"] = np.where(scored, families[np.nan_to_num(probabilities).argmax(axis=1)], "")
     scores["label_issue_rank"] = audit_scores.label_issue_ranks(label_ids, probabilities)
     if not_animal is not None:
         scores["not_animal_score"] = not_animal
     scores = scores.join(audit_scores.duplicate_clusters(table, config.near_duplicate_distance))
-    scores["reasons"], scores["exclusion_reasons"] = audit_scores.flag_reasons(scores, config.thresholds)
-    scores["excluded"] = scores["exclusion_reasons"] != ""
-    return scores
+    quality = audit_scores.head_quality(label_ids, probabilities)
+    return scores.join(proposals.decide(scores, config.thresholds, quality)), quality

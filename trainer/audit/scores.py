@@ -2,14 +2,17 @@
 and hashes.
 
 Nothing here reads a dataset, a model or a flag, so the audit app and the tests share one implementation and
-every threshold arrives as an argument. Each detector answers one question:
+every threshold arrives as an argument; proposals.py turns the scores into flags and proposals. Each detector
+answers one question:
 - non-photo statistics: is this a page, a table or a flat fill rather than a photograph?
 - family outliers: does this image sit far from the other images of its family in embedding space?
 - label issues: does a head trained without this image (out of fold) disagree with its family? (cleanlab)
 - duplicates: is this picture in the dataset more than once, perhaps in two splits? (the builder's hashes)
+and one asks how far the label-issue detector itself can be trusted: head_quality.
 """
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import cleanlab.filter
@@ -20,8 +23,6 @@ from sklearn import decomposition, linear_model, metrics, model_selection, pipel
 
 from tfds_rarespecies import imaging, splits
 
-# Order in which review.csv lists and names the reasons an image was flagged.
-REASONS = ("non_photo", "not_animal", "label_conflict", "label_issue", "outlier", "duplicate_leak", "duplicate")
 _SPLIT_ORDER = {name: i for i, name in enumerate(splits.SPLITS)}
 
 # Pixel statistics and the colour embedding are measured at this short side (larger images are shrunk first),
@@ -37,29 +38,16 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
-class Thresholds:
-    """Where each score starts to flag an image for review (review.csv) and to propose it for exclusion.
+class HeadQuality:
+    """How well the out-of-fold head reads the given families: the audit's own reliability. Measured against
+    the given labels, wrong ones included, so a dataset with 3% bad labels caps accuracy near 0.97.
 
-    Attributes:
-      non_photo: non_photo_score at or above which an image is flagged and excluded (the score is 1 for a
-        flat fill or a text page, 0 for a textured colour photo; 0.5 is where either test is half met).
-      outlier: robust z of the family kNN distance at or above which an image is flagged. 3.5 is the usual
-        cut for modified z-scores (Iglewicz & Hoaglin): a normal sample exceeds it about once in 4,000.
-      outlier_exclusion: robust z at or above which an outlier is also excluded. Higher than `outlier`:
-        an unusual view of a real animal is an outlier too, and only the extreme ones are seldom photos of
-        the family at all.
-      label_issue: every image cleanlab finds is flagged; it is excluded when the out-of-fold head gave its
-        family at most this probability (10x the chance level of 1/202: the head finds the label implausible,
-        not merely hard).
-      not_animal: zero-shot probability of "not an animal photo" at or above which an image is flagged and
-        excluded (only with --zero_shot_model).
+    images: rows the head scored (families of one image cannot be held out). NaN scores: no head ran.
     """
 
-    non_photo: float = 0.5
-    outlier: float = 3.5
-    outlier_exclusion: float = 6.0
-    label_issue: float = 0.05
-    not_animal: float = 0.5
+    accuracy: float
+    macro_f1: float
+    images: int
 
 
 def image_statistics(image: np.ndarray) -> dict[str, float]:
@@ -200,6 +188,20 @@ def label_issue_ranks(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
     return ranks
 
 
+def head_quality(labels: np.ndarray, probabilities: np.ndarray) -> HeadQuality:
+    """Accuracy and macro-F1 (over the given families) of the out-of-fold head's top family, on the rows it
+    scored (out_of_fold_probabilities' non-NaN rows)."""
+    labels = np.asarray(labels)
+    scored = ~np.isnan(probabilities).any(axis=1)
+    if not scored.any():
+        return HeadQuality(math.nan, math.nan, 0)
+    predicted = probabilities[scored].argmax(axis=1)
+    return HeadQuality(float(metrics.accuracy_score(labels[scored], predicted)),
+                       float(metrics.f1_score(labels[scored], predicted, labels=np.unique(labels[scored]),
+                                              average="macro", zero_division=0)),
+                       int(scored.sum()))
+
+
 def duplicate_clusters(table: pd.DataFrame, max_distance: int = splits.NEAR_DUPLICATE_MAX_DISTANCE
                        ) -> pd.DataFrame:
     """Clusters of copies (the builder's own grouping: splits.duplicate_groups), one row per input row.
@@ -236,40 +238,6 @@ def duplicate_clusters(table: pd.DataFrame, max_distance: int = splits.NEAR_DUPL
             extras = members.index[members["rare_species_id"] != kept]
             result.loc[extras, "duplicate_of"] = kept
     return result
-
-
-def flag_reasons(scores: pd.DataFrame, thresholds: Thresholds) -> tuple[pd.Series, pd.Series]:
-    """(reasons an image is flagged for review, reasons it is proposed for exclusion), ";"-joined in REASONS
-    order, empty when none.
-
-    scores: columns non_photo_score, outlier_z, label_issue_rank, given_family_probability, and those of
-    duplicate_clusters; not_animal_score when the zero-shot model ran (NaN scores never flag).
-    """
-    not_animal = scores["not_animal_score"] if "not_animal_score" in scores else pd.Series(np.nan, scores.index)
-    in_cluster = scores["duplicate_cluster"] >= 0
-    is_issue = scores["label_issue_rank"] > 0
-    flagged = {
-        "non_photo": scores["non_photo_score"] >= thresholds.non_photo,
-        "not_animal": not_animal >= thresholds.not_animal,
-        "label_conflict": scores["label_conflict"],
-        "label_issue": is_issue,
-        "outlier": scores["outlier_z"] >= thresholds.outlier,
-        "duplicate_leak": in_cluster & scores["leak"],
-        "duplicate": in_cluster & ~scores["leak"],
-    }
-    excluded = {
-        **flagged,
-        "label_issue": is_issue & (scores["given_family_probability"] <= thresholds.label_issue),
-        "outlier": scores["outlier_z"] >= thresholds.outlier_exclusion,
-        "duplicate_leak": scores["leak"] & (scores["duplicate_of"] != ""),
-        "duplicate": ~scores["leak"] & (scores["duplicate_of"] != ""),
-    }
-    return _join_reasons(flagged, scores.index), _join_reasons(excluded, scores.index)
-
-
-def _join_reasons(masks: dict[str, pd.Series], index: pd.Index) -> pd.Series:
-    frame = pd.DataFrame({reason: masks[reason].fillna(False).astype(bool) for reason in REASONS}, index=index)
-    return frame.apply(lambda row: ";".join(reason for reason in REASONS if row[reason]), axis=1).astype(str)
 
 
 def _shrunk(image: np.ndarray) -> np.ndarray:

@@ -13,11 +13,11 @@ import pathlib
 from pipelines import backbones
 from tfds_rarespecies import splits
 from trainer import cli
-from trainer.audit import scores as audit_scores
+from trainer.audit import proposals
 from trainer.cli import field
 
 EMBEDDERS = ("backbone", "color_stats")
-_DEFAULT_THRESHOLDS = audit_scores.Thresholds()
+_DEFAULT = proposals.Thresholds()
 
 
 class AuditError(cli.UserError):
@@ -27,13 +27,14 @@ class AuditError(cli.UserError):
 @dataclasses.dataclass(frozen=True)
 class AuditConfig:
     """Everything one audit needs; `python -m trainer.audit --helpfull` documents each field (the flag of the
-    same name; dataset_config is --config). The *_threshold fields are audit_scores.Thresholds, flat so each is
-    one flag: `thresholds` puts them together."""
+    same name; dataset_config is --config). The *_threshold fields, min_head_macro_f1 and max_proposed_share are
+    proposals.Thresholds, flat so each is one flag: `thresholds` puts them together."""
 
     data_dir: str = field("~/tensorflow_datasets", "TFDS data_dir holding the built rare_species.")
     dataset_config: str = field("inception_342", "rare_species builder config (stored size) to audit.",
                                 flag_name="config")
-    out: str = field("audit", "Output folder: review.csv, exclusions.csv, contact_sheet.png, review.html, thumbs/.")
+    out: str = field("audit", "Output folder: review.csv, exclusions.csv, summary.json, contact_sheet.png, "
+                              "review.html, thumbs/.")
     embedder: str = field("backbone", "backbone: a frozen network (--backbone, --weights); color_stats: colour and "
                                       "gradient-orientation histograms, no network (CPU-only runs, tests).", EMBEDDERS)
     backbone: str = field("inceptionv3", "Backbone of pipelines/backbones.py for --embedder=backbone.",
@@ -45,18 +46,31 @@ class AuditConfig:
     near_duplicate_distance: int = field(splits.NEAR_DUPLICATE_MAX_DISTANCE, "Perceptual-hash bits (of 64) under "
                                          "which two images of a family are copies (the builder's default).",
                                          lower=0, upper=64)
-    non_photo_threshold: float = field(_DEFAULT_THRESHOLDS.non_photo, "non_photo_score (0..1) at or above which an "
-                                       "image is flagged and proposed for exclusion.", lower=0, upper=1)
-    outlier_threshold: float = field(_DEFAULT_THRESHOLDS.outlier, "Robust z of the family kNN distance at or above "
-                                     "which an image is flagged for review.", lower=0)
-    outlier_exclusion_threshold: float = field(_DEFAULT_THRESHOLDS.outlier_exclusion, "Robust z at or above which "
-                                               "an outlier is also proposed for exclusion.", lower=0)
-    label_issue_threshold: float = field(_DEFAULT_THRESHOLDS.label_issue, "A cleanlab label issue is proposed for "
-                                         "exclusion when the out-of-fold head gave its family at most this "
-                                         "probability.", lower=0, upper=1)
-    not_animal_threshold: float = field(_DEFAULT_THRESHOLDS.not_animal, "Zero-shot P(not an animal photo) at or "
-                                        "above which an image is flagged and proposed for exclusion.",
-                                        lower=0, upper=1)
+    non_photo_threshold: float = field(_DEFAULT.non_photo, "non_photo_score (0..1) at or above which an image is "
+                                       "flagged and proposed for exclusion: 1 = a flat fill or a text page, 0 = "
+                                       "a textured colour photo.", lower=0, upper=1)
+    outlier_threshold: float = field(_DEFAULT.outlier, "Robust z of the family kNN distance at or above which an "
+                                     "image is flagged for review (3.5: about 1 in 4,000 of a normal family). An "
+                                     "outlier alone is never proposed; a label issue that is also an outlier is.",
+                                     lower=0)
+    label_issue_threshold: float = field(_DEFAULT.label_issue, "A cleanlab label issue is also proposed for "
+                                         "exclusion, outlier or not, when the out-of-fold head gave its family at "
+                                         "most this probability and another family at least "
+                                         "--other_family_threshold.", lower=0, upper=1)
+    other_family_threshold: float = field(_DEFAULT.other_family, "See --label_issue_threshold: how sure the head "
+                                          "must be that the image belongs to another family.", lower=0, upper=1)
+    not_animal_threshold: float = field(_DEFAULT.not_animal, "Zero-shot P(not an animal photo) at or above which "
+                                        "an image is flagged and proposed for exclusion.", lower=0, upper=1)
+    min_head_macro_f1: float = field(_DEFAULT.min_head_macro_f1, "Out-of-fold macro-F1 of the label-issue head "
+                                     "(printed, and in summary.json) below which label issues are listed for "
+                                     "review only: a head that misreads a third of a family's images flags "
+                                     "mostly correct labels. 0 = always propose agreeing label issues.",
+                                     lower=0, upper=1)
+    max_proposed_share: float = field(_DEFAULT.max_proposed_share, "Most images proposed for exclusion, as a "
+                                      "share of all images (0.03: 3 in 100, 48 of a 1,616-image dataset); the "
+                                      "strongest evidence fills it (label conflicts, leaks, non-photos, "
+                                      "agreeing label issues, extra copies), the rest is listed for review as "
+                                      "over_cap. Raise it after reviewing.", lower=0, upper=1)
     zero_shot_model: str = field("", "Path of a local open_clip checkpoint (e.g. BioCLIP) for a zero-shot "
                                      "animal-photo score; needs open_clip installed; empty = off.")
     zero_shot_architecture: str = field("ViT-B-16", "open_clip architecture of --zero_shot_model (BioCLIP: "
@@ -65,11 +79,12 @@ class AuditConfig:
     seed: int = field(0, "Seed of the cross-validation folds (and of --weights=none).", lower=0)
 
     @property
-    def thresholds(self) -> audit_scores.Thresholds:
-        return audit_scores.Thresholds(
+    def thresholds(self) -> proposals.Thresholds:
+        return proposals.Thresholds(
             non_photo=self.non_photo_threshold, outlier=self.outlier_threshold,
-            outlier_exclusion=self.outlier_exclusion_threshold, label_issue=self.label_issue_threshold,
-            not_animal=self.not_animal_threshold)
+            label_issue=self.label_issue_threshold, other_family=self.other_family_threshold,
+            not_animal=self.not_animal_threshold, min_head_macro_f1=self.min_head_macro_f1,
+            max_proposed_share=self.max_proposed_share)
 
 
 def validate(config: AuditConfig) -> None:
