@@ -12,6 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
+import tfds_rarespecies
 from tfds_rarespecies import errors, preparing, replica, report
 from tests.builder.test_builder import COURSE_SAMPLE
 from tests.conftest import build, tiny_rows
@@ -141,6 +142,8 @@ def _cli_cases(tmp_path: pathlib.Path, real_metadata: pd.DataFrame) -> dict[str,
                           r"--config=small_128_species_disjoint: .*unionidae; .*\(--config=small_128\)")
     cases["too_small_no_config"] = ([f"--manual_dir={small}"], r"--config=inception_342_species_disjoint: "
                                     r".*unionidae; .*\(--config=inception_342\)")
+    cases["unknown_field"] = ([f"--manual_dir={valid}", '--config={"name": "mine", "shortside": 200}'],
+                              r"--config=mine: no field shortside; the fields are .*short_side")
     return cases
 
 
@@ -170,7 +173,8 @@ def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["non_utf8", "no_metadata", "no_manual_dir", "too_small", "too_small_no_config"])
+@pytest.mark.parametrize("case", ["non_utf8", "no_metadata", "no_manual_dir", "too_small", "too_small_no_config",
+                                  "unknown_field"])
 def test_tfds_build_ends_a_user_error_in_one_line(cli_runs, case):
     run, message = cli_runs[case]
     ours = [line for line in run.stderr.splitlines() if line and not _LIBRARY_LINE.match(line)]
@@ -207,3 +211,8 @@ def test_a_fifo_named_like_an_image_is_skipped_without_blocking(tmp_path):
 def test_a_config_field_out_of_range_fails_before_decoding(tmp_path, field, value, message):
     with pytest.raises(errors.BuildError, match=r"^--config=small_128_custom: " + message):
         build(COURSE_SAMPLE, tmp_path, **{field: value})
+
+
+def test_a_config_field_it_does_not_have_is_named():
+    with pytest.raises(errors.BuildError, match=r"^--config=mine: no field jpg_quality, shortside; the fields are "):
+        tfds_rarespecies.RareSpeciesConfig(name="mine", shortside=200, jpg_quality=80)

@@ -56,6 +56,19 @@ class RareSpeciesConfig(tfds.core.BuilderConfig):
         hash and store whatever file on the machine a link points at.
     """
 
+    def __new__(cls, *args, **fields):
+        """`--config='{...}'` with a field name the config does not have: one line under `tfds build` (TFDS
+        builds the config from the JSON before any builder code runs, so a TypeError would end it in a
+        traceback), a BuildError elsewhere."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        with errors.one_line_under_tfds_build():
+            if unknown:
+                raise errors.BuildError(
+                    f"--config={fields.get('name', '?')}: no field {', '.join(unknown)}; the fields are "
+                    f"{', '.join(sorted(known - {'name', 'version', 'release_notes', 'supported_versions'}))}")
+        return super().__new__(cls)
+
     short_side: int = 342
     jpeg_quality: int = 90
     split_scheme: str = "stratified"
