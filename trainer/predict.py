@@ -1,4 +1,5 @@
-"""Names the family of each photo: `python -m trainer.predict --model_dir=runs/incv3 photo.jpg photos/ ...`.
+"""Names what each photo shows at the run's label rank (e.g. its family):
+`python -m trainer.predict --model_dir=runs/incv3 photo.jpg photos/ ...`.
 
 The command's front door; the work is trainer/evaluation/predict.py's (which documents inputs, outputs and
 exit statuses).

@@ -231,8 +231,12 @@ class _Trainer:
         self._load_best()
         serving, size = self.classifier.serving, self.config.input_size
         heads = self.config.head_ranks if every_head else (self.config.label_rank,)
-        probabilities_of = tf.function(lambda images: {head: serving(images, training=False)[head] for head in heads},
-                                       input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+
+        def heads_of(images):
+            outputs = serving(images, training=False)
+            return {head: outputs[head] for head in heads}
+
+        probabilities_of = tf.function(heads_of, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
         evaluated = []
         for split in splits:
             print(f"evaluating the best checkpoint on {split}")
@@ -258,8 +262,8 @@ class _Trainer:
             f1, support = metrics.per_class_f1(labels, probabilities.argmax(axis=1), len(names))
             weak = sorted(name for name, score, count in zip(names, f1, support)
                           if count and score < self.config.oversample_f1_threshold)
-            print(f"oversample: {len(weak)} {self.config.label_rank} names under validation F1 {self.config.oversample_f1_threshold}: "
-                  f"{', '.join(weak) or 'none'}")
+            print(f"oversample: {len(weak)} {self.config.label_rank} names under validation F1 "
+                  f"{self.config.oversample_f1_threshold}: {', '.join(weak) or 'none'}")
             if self.chief:
                 write_atomically(chosen, json.dumps(weak))
             return tuple(weak)

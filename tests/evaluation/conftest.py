@@ -1,6 +1,8 @@
-"""Fixtures of the evaluation room's tests: one tiny run of the real trainer, shared by evaluate, predict and
-the LiteRT tests, its LiteRT exports, and a folder of odd and broken photos."""
+"""Fixtures of the evaluation room's tests: tiny runs of the real trainer (a family model with a phylum head,
+shared by evaluate, predict and the LiteRT tests; a species model; a model with phylum, order and family heads),
+the first's LiteRT exports, and a folder of odd and broken photos."""
 
+import dataclasses
 import pathlib
 import shutil
 
@@ -23,15 +25,36 @@ def trained_run(tmp_path_factory, tiny_data_dir) -> str:
     Trained once per test process: the run directory lives at a fixed place under the session's temp root, so
     test_predict.py (which imports this fixture) reuses it.
     """
+    return _train_once(tmp_path_factory, tiny_data_dir, "trained_run", heads=("phylum", "family"),
+                       aux_loss_weight=0.3)
+
+
+@pytest.fixture(scope="session")
+def species_run(tmp_path_factory, tiny_data_dir) -> str:
+    """trained_run's recipe at --label_rank=species with one head (fewer phase-2 epochs: its answers are
+    judged for their form, not their quality)."""
+    return _train_once(tmp_path_factory, tiny_data_dir, "species_run", label_rank="species", phase2_epochs=3)
+
+
+@pytest.fixture(scope="session")
+def hierarchical_run(tmp_path_factory, tiny_data_dir) -> str:
+    """trained_run's recipe with hierarchical heads phylum, order and family (label rank family)."""
+    return _train_once(tmp_path_factory, tiny_data_dir, "hierarchical_run", heads=("phylum", "order", "family"),
+                       aux_loss_weight=0.3, phase2_epochs=3)
+
+
+def _train_once(tmp_path_factory, data_dir: str, name: str, **changes) -> str:
+    """A run of the shared recipe under the session's temp root, trained when it is not there yet."""
     from trainer import train
 
-    model_dir = tmp_path_factory.getbasetemp() / "trained_run"
+    model_dir = tmp_path_factory.getbasetemp() / name
     if not (model_dir / "model.keras").exists():
-        train.run(Config(data_dir=tiny_data_dir, dataset_config="small_128", model_dir=str(model_dir),
-                         backbone="baseline_cnn", weights="none", image_size=32, dense_units=0, batch_size=16,
-                         phase1_epochs=1, phase1_cached_features=True, phase1_learning_rate=1e-2,
-                         phase2_epochs=8, unfreeze_layers=-1, phase2_learning_rate=1e-2, warmup_epochs=0,
-                         class_weights="none", phylum_head=True, phylum_loss_weight=0.3))
+        base = Config(data_dir=data_dir, dataset_config="small_128", model_dir=str(model_dir),
+                      backbone="baseline_cnn", weights="none", image_size=32, dense_units=0, batch_size=16,
+                      phase1_epochs=1, phase1_cached_features=True, phase1_learning_rate=1e-2,
+                      phase2_epochs=8, unfreeze_layers=-1, phase2_learning_rate=1e-2, warmup_epochs=0,
+                      class_weights="none")
+        train.run(dataclasses.replace(base, **changes))
     return str(model_dir)
 
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from trainer import cli
-from trainer.evaluation import evaluate, metrics, reports, serving
+from trainer.evaluation import evaluate, metrics, reports, serving, taxonomy
 
 
 def test_evaluate_writes_every_report_file(trained_run, split_sizes, capsys):
@@ -24,9 +24,13 @@ def test_evaluate_writes_every_report_file(trained_run, split_sizes, capsys):
     assert written["split"] == "test" and written["tta"] == ["flip"]
     assert set(written["gap"]) == set(metrics.GAP_METRICS) and set(written["train"]) == set(metrics.GAP_METRICS)
     assert written["accuracy_ci95"][0] <= written["accuracy"] <= written["accuracy_ci95"][1]
+    assert written["bootstrap"]["method"] == "BCa" and written["lca_root_height"] == 4
+    assert 0 <= written["hierarchical_distance_at_1"] <= written["hierarchical_distance_at_5"] <= 4
+    assert (written["mistake_severity"] is None) == (written["errors"] == 0)
+    assert 0 <= written["aurc"] <= 1 and written["risk_coverage"]["coverage"][-1] == 1.0
     assert pd.read_csv(out_dir / reports.PER_CLASS_CSV)["support"].sum() == split_sizes["test"]
     pd.read_csv(out_dir / reports.CONFUSIONS_CSV)
-    for name in (reports.CONFUSION_PNG, reports.RELIABILITY_PNG, reports.MISTAKES_PNG):
+    for name in (reports.CONFUSION_PNG, reports.RELIABILITY_PNG, reports.RISK_COVERAGE_PNG, reports.MISTAKES_PNG):
         with Image.open(out_dir / name) as image:
             image.verify()
     page = (out_dir / reports.MISTAKES_HTML).read_text()
@@ -46,7 +50,7 @@ def test_predictions_cover_the_split_once_with_the_gallery_images_in_order(train
     indices = np.array([7, 0, split_sizes["train"] - 1])
     images = evaluate.images_at(cfg, "train", indices)
     assert [image.shape for image in images] == [(32, 32, 3)] * 3 and images[0].dtype == np.uint8
-    again = trained.family_probabilities(tf.constant(np.stack(images), tf.float32)).numpy()
+    again = trained.label_probabilities(tf.constant(np.stack(images), tf.float32)).numpy()
     np.testing.assert_allclose(again, predictions.probabilities[indices], atol=1e-5)
 
 
@@ -82,3 +86,35 @@ def test_command_line_prints_the_summary(trained_run):
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == cli.EXIT_USAGE
     assert missing.stderr.strip().splitlines()[-1].startswith("trainer.evaluate: error: /nonexistent/run")
+
+
+def test_rollup_and_few_shot_of_a_run_go_into_its_metrics(trained_run, capsys):
+    report = evaluate.evaluate(evaluate.EvaluationConfig(trained_run, split="test", resamples=20,
+                                                         rollup_precision=0.9, few_shot=("1", "2")))
+    calibrated, rolled = report.metrics["calibration"], report.metrics["rollup"]
+    assert set(calibrated["temperatures"]) == {"phylum", "family"}
+    for head, scaled in calibrated["validation_nll_scaled"].items():
+        assert scaled <= calibrated["validation_nll"][head] + 1e-9
+    assert list(rolled["answered_at"]) == ["phylum", "class", "order", "family"]
+    assert rolled["coverage"] == pytest.approx(sum(rolled["answered_at"].values()))
+    assert "roll-up at 90% precision" in capsys.readouterr().out
+    results = report.metrics["few_shot"]
+    assert results["split"] == taxonomy.ALL_SPLITS and results["folds"] == 5
+    assert results["1_shot"]["labels"] >= results["2_shot"]["labels"] > 1 and 0 < results["images"] <= 80
+    for key in ("1_shot", "2_shot"):
+        assert 0 <= results[key]["mean"] <= 1 and len(results[key]["folds"]) == 5
+
+
+def test_few_shot_of_a_backbone_without_a_run(tiny_data_dir, tmp_path, capsys):
+    results = evaluate.evaluate(evaluate.EvaluationConfig(
+        few_shot=("1",), backbone="baseline_cnn", weights="none", data_dir=tiny_data_dir,
+        dataset_config="small_128", output_dir=str(tmp_path), batch_size=16))
+    written = json.loads((tmp_path / reports.FEW_SHOT_JSON).read_text())
+    assert written["backbone"] == "baseline_cnn" and written["1_shot"]["mean"] == results["1_shot"]["mean"]
+    assert "1-shot" in capsys.readouterr().out
+    for config, words in ((evaluate.EvaluationConfig(few_shot=("one",), backbone="baseline_cnn"), "positive whole"),
+                          (evaluate.EvaluationConfig(few_shot=("1",)), "--model_dir is empty"),
+                          (evaluate.EvaluationConfig(str(tmp_path), backbone="baseline_cnn"), "drop one")):
+        with pytest.raises(evaluate.EvaluationError, match=words) as raised:
+            evaluate.evaluate(config)
+        assert "\n" not in str(raised.value)

@@ -31,7 +31,8 @@ def test_export_writes_the_model_with_its_labels_and_parity(litert_run, split_si
     float32, int8 = _metadata(litert_run, "float32"), _metadata(litert_run, "int8")
     for metadata in (float32, int8):
         assert metadata["labels"] == {head: list(names) for head, names in trained.label_names.items()}
-        assert set(metadata["labels"]) == {"family", "phylum"}
+        assert list(metadata["labels"]) == ["family", "phylum"] and metadata["label_rank"] == "family"
+        assert metadata["label_phylum"]["cheloniidae"] == "chordata"
         assert metadata["input"]["size"] == 32 and metadata["input"]["dtype"] == "uint8"
         assert metadata["dataset"].startswith("rare_species/small_128/")
         assert metadata["parity"]["split"] == "validation"

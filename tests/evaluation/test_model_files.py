@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.evaluation.common import pattern
+from tfds_rarespecies import labels
 from trainer import cli
 from trainer.evaluation import serving
 from trainer.run_dir import RunFiles
@@ -42,8 +43,12 @@ def _truncated(files: RunFiles) -> None:
     files.model.write_bytes(files.model.read_bytes()[:2000])
 
 
+def _missing_head(files: RunFiles) -> None:
+    files.labels.write_text(json.dumps({"family": list(labels.families())}))
+
+
 def _other_labels(files: RunFiles) -> None:
-    files.labels.write_text(json.dumps({"family": ["apidae"], "phylum": ["arthropoda"]}))
+    files.labels.write_text(json.dumps({"family": ["apidae"], "phylum": list(labels.phyla())}))
 
 
 @pytest.mark.parametrize("damage, words", [
@@ -51,6 +56,7 @@ def _other_labels(files: RunFiles) -> None:
     (_truncated, "model.keras: not a readable Keras model ("),
     (_lambda_layer, "model.keras: Keras' safe mode refuses to load it"),
     (_other_labels, "labels.json: 1 family names for the 202 family outputs"),
+    (_missing_head, "labels.json names the heads family but"),
     (lambda files: files.labels.write_text("{"), "labels.json: not the run's label names")])
 def test_unusable_run_files_are_one_line(trained_run, tmp_path, damage, words):
     files = _copy_run(trained_run, tmp_path / "run")

@@ -49,7 +49,7 @@ def test_folder_with_a_broken_file_predicts_the_others_to_csv(trained_run, photo
     assert len(skipped) == 1 and "truncated.jpg: truncated" in skipped[0]
     with output.open(newline="") as stream:
         rows = list(csv.DictReader(stream))
-    assert tuple(rows[0]) == predict.CSV_COLUMNS
+    assert tuple(rows[0]) == predict.csv_columns("family") == ("file", "rank", "family", "phylum", "probability")
     for row in rows:
         row["rank"], row["probability"] = int(row["rank"]), float(row["probability"])
     files = list(dict.fromkeys(row["file"] for row in rows))
@@ -93,7 +93,7 @@ _RELOAD = textwrap.dedent("""
     encoded = tf.constant([bytes.fromhex(line) for line in open(encoded_path).read().split()])
     answers = {"serving_default": loaded.signatures["serving_default"](images=encoded),
                "classify_images": loaded.signatures["classify_images"](images=tf.constant(np.load(pixels_path)))}
-    print(json.dumps({name: {"families": [[f.decode() for f in row] for row in out["families"].numpy()],
+    print(json.dumps({name: {"names": [[f.decode() for f in row] for row in out["names"].numpy()],
                              "probabilities": out["probabilities"].numpy().tolist()}
                       for name, out in answers.items()}))
 """)
@@ -117,7 +117,7 @@ def test_export_reloaded_in_a_fresh_process_answers_identically(trained_run, tmp
     for name, in_memory in (("serving_default", model.classify_encoded(tf.constant(encoded))),
                             ("classify_images", model.classify_images(pixels))):
         np.testing.assert_allclose(reloaded[name]["probabilities"], in_memory["probabilities"].numpy(), atol=1e-6)
-        assert reloaded[name]["families"] == [[f.decode() for f in row] for row in in_memory["families"].numpy()]
+        assert reloaded[name]["names"] == [[f.decode() for f in row] for row in in_memory["names"].numpy()]
         assert np.shape(reloaded[name]["probabilities"]) == (3, TOP_K)
 
 

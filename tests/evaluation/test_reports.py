@@ -1,5 +1,5 @@
-"""The evaluation room's metrics and reports on crafted arrays: numbers against scikit-learn, hand-checked taxonomy and calibration
-figures, and the report files a person opens."""
+"""The evaluation room's metrics and reports on crafted arrays: numbers against scikit-learn, hand-checked
+taxonomy and calibration figures, and the report files a person opens."""
 
 import json
 
@@ -135,15 +135,23 @@ def test_write_report_writes_every_file_for_all_202_families(tmp_path):
         loaded.extend(indices)
         return [np.full((90 + i % 50, 120, 3), i % 255, np.uint8) for i in indices]
 
+    phylum_only = {family: (phylum, "", "") for family, phylum in FAMILY_TO_PHYLUM.items()}
     report = reports.write_report(tmp_path, labels, probabilities, FAMILIES, FAMILY_TO_PHYLUM, title="test",
                                   file_names=file_names, load_images=load_images, extra={"split": "test"},
-                                  resamples=50)
+                                  resamples=50, ancestors=phylum_only)
     written = json.loads((tmp_path / reports.METRICS_JSON).read_text())
     assert written["split"] == "test" and written["examples"] == 400
     assert {name: written[name] for name in metrics.GAP_METRICS} == {name: report.metrics[name]
                                                                      for name in metrics.GAP_METRICS}
     assert written["accuracy_ci95"][0] <= written["accuracy"] <= written["accuracy_ci95"][1]
-    for name in (reports.CONFUSION_PNG, reports.RELIABILITY_PNG, reports.MISTAKES_PNG):
+    assert 3 <= written["mistake_severity"] <= 4 and written["hierarchical_distance_at_5"] > 3
+    assert list(written["ranks"]) == ["phylum"] and written["ranks"]["phylum"]["examples"] == 400
+    full = metrics.risk_coverage_curve(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels)
+    assert written["aurc"] == pytest.approx(metrics.area_under_risk_coverage(full))
+    shown = written["risk_coverage"]
+    assert len(shown["coverage"]) == metrics.RISK_COVERAGE_POINTS and shown["coverage"][-1] == 1.0
+    assert set(shown["risk"]) <= set(full["risk"])
+    for name in (reports.CONFUSION_PNG, reports.RELIABILITY_PNG, reports.RISK_COVERAGE_PNG, reports.MISTAKES_PNG):
         with Image.open(tmp_path / name) as image:
             image.verify()
     with Image.open(tmp_path / reports.CONFUSION_PNG) as image:
@@ -157,7 +165,8 @@ def test_write_report_writes_every_file_for_all_202_families(tmp_path):
     assert len(sources) == len(loaded) == metrics.GALLERY_SIZE
     assert all((tmp_path / source).is_file() for source in sources)
     summary = reports.format_summary(report, heading="test split")
-    assert "macro-F1" in summary and "top confusions" in summary and len(summary.splitlines()) <= 15
+    assert "macro-F1" in summary and "top confusions" in summary and "mistake severity" in summary
+    assert len(summary.splitlines()) <= 15
 
 
 def test_nan_metrics_are_written_as_null(tmp_path):

@@ -14,6 +14,7 @@ from tfds_rarespecies import labels
 from trainer import config as config_lib
 from trainer import inputs, train
 from trainer.config import Config, ConfigError
+from trainer.evaluation import evaluate, rollup_file, serving
 
 
 def tiny_config(data_dir, model_dir, **changes) -> Config:
@@ -57,7 +58,7 @@ def test_metrics_are_in_range_and_the_model_learns(trained):
     assert results["validation"]["macro_f1"] == pytest.approx(results["best_val_macro_f1"], abs=1e-6)
     assert [epoch for epoch, _ in reported] == list(range(1, 10))
     assert max(f1 for _, f1 in reported) == pytest.approx(results["best_val_macro_f1"])
-    assert set(results["test_f1_per_family"]) <= set(labels.families())
+    assert results["label_rank"] == "family" and set(results["test_f1_per_family"]) <= set(labels.families())
 
 
 def test_saved_model_takes_raw_images_and_scores_like_the_trained_one(trained):
@@ -106,11 +107,11 @@ def test_cached_phase1_trains_the_head_as_well_as_the_image_path(tiny_data_dir, 
 
 
 def test_phylum_head_and_oversampling_phase(tiny_data_dir, tmp_path):
-    config = tiny_config(tiny_data_dir, tmp_path, phase1_epochs=0, phase2_epochs=2, phylum_head=True,
-                         phylum_loss_weight=0.3, oversample_f1_threshold=1.01, oversample_epochs=1,
+    config = tiny_config(tiny_data_dir, tmp_path, phase1_epochs=0, phase2_epochs=2, heads=("phylum", "family"),
+                         aux_loss_weight=0.3, oversample_f1_threshold=1.01, oversample_epochs=1,
                          steps_per_epoch=3)
     results = train.run(config)
-    families = json.loads((tmp_path / "logs" / "oversample.families.json").read_text())
+    families = json.loads((tmp_path / "logs" / "oversample.labels.json").read_text())
     counts = pipelines.label_counts(inputs.input_config(config), "validation")
     assert families == sorted(name for name, count in zip(labels.families(), counts) if count)  # all under F1 1.01
     assert results["phases"]["oversample"]["epochs"] == 1
@@ -122,10 +123,46 @@ def test_phylum_head_and_oversampling_phase(tiny_data_dir, tmp_path):
 def test_train_and_evaluate_report_the_same_numbers_for_one_model(trained):
     """One metric definition: the test figures train.run writes into metrics.json are the ones
     trainer.evaluate writes into eval/test/metrics.json for the saved model."""
-    from trainer.evaluation import evaluate
-
     _, results, _ = trained
     report = evaluate.evaluate(evaluate.EvaluationConfig(results["paths"]["model_dir"], split="test",
                                                          resamples=10))
     for name, value in results["test"].items():
         assert report.metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
+@pytest.mark.parametrize("rank", ["species", "order"])
+def test_training_at_another_rank_names_that_rank_end_to_end(tiny_data_dir, tmp_path, rank):
+    """Labels, sampling, the feature cache, model selection and the final evaluation at --label_rank."""
+    config = tiny_config(tiny_data_dir, tmp_path, label_rank=rank, phase1_epochs=1, phase2_epochs=1,
+                         sampling_temperature=0.5, steps_per_epoch=3)
+    results = train.run(config)
+    assert list(json.loads((tmp_path / "labels.json").read_text())) == [rank]
+    assert json.loads((tmp_path / "labels.json").read_text())[rank] == list(labels.names(rank))
+    assert results["label_rank"] == rank and set(results[f"test_f1_per_{rank}"]) <= set(labels.names(rank))
+    cfg = inputs.input_config(config)
+    counts = pipelines.label_counts(cfg, "test")  # every test image placed at the rank
+    assert len(counts) == len(labels.names(rank)) and counts.sum() == pipelines.dataset_info(cfg).num_examples["test"]
+    assert 0 <= results["test"]["accuracy"] <= 1 and "val_macro_f1" in pd.read_csv(tmp_path / "logs" / "phase2.csv")
+    trained = serving.load_trained(tmp_path)
+    assert trained.label_rank == rank and trained.names == labels.names(rank)
+    calibrated = rollup_file.read(tmp_path)
+    assert calibrated.ranks == labels.RANKS[:labels.RANKS.index(rank) + 1] and set(calibrated.temperatures) == {rank}
+
+
+def test_hierarchical_heads_train_together_and_select_on_the_label_rank(tiny_data_dir, tmp_path):
+    config = tiny_config(tiny_data_dir, tmp_path, heads=("order", "family", "species"), aux_loss_weight=0.5,
+                         phase1_epochs=1, phase1_cached_features=True, phase2_epochs=1, steps_per_epoch=3)
+    results = train.run(config)
+    assert list(json.loads((tmp_path / "labels.json").read_text())) == ["family", "order", "species"]
+    for phase in ("phase1", "phase2"):
+        log = pd.read_csv(tmp_path / "logs" / f"{phase}.csv")
+        assert {"val_family_macro_f1", "val_order_loss", "val_species_loss"} <= set(log.columns)
+    trained = serving.load_trained(tmp_path)
+    assert {head: rows.shape[1] for head, rows in trained.probabilities(np.zeros((1, 32, 32, 3))).items()} == {
+        rank: len(labels.names(rank)) for rank in ("order", "family", "species")}
+    assert results["best_val_macro_f1"] == pytest.approx(results["validation"]["macro_f1"], abs=1e-6)
+    assert set(rollup_file.read(tmp_path).temperatures) == {"order", "family"}  # species lies below the tree
+    report = evaluate.evaluate(evaluate.EvaluationConfig(str(tmp_path), split="test", resamples=10))
+    assert set(report.metrics["heads"]) == {"order", "family", "species"}
+    assert list(report.metrics["consistent"]) == ["phylum", "class", "order", "family"]
+    assert report.metrics["accuracy"] == pytest.approx(results["test"]["accuracy"], abs=1e-9)

@@ -61,7 +61,8 @@ def _arguments(flagfile: str, data_dir: str, model_dir: pathlib.Path, flags: dic
     shrunk = [f"--flagfile={REPO / 'configs' / f'{flagfile}.flags'}", f"--data_dir={data_dir}",
               "--dataset_config=small_128", f"--model_dir={model_dir}", "--weights=none",
               f"--image_size={MIN_SIZE.get(base.backbone, 32)}", "--steps_per_epoch=1", "--phase1_epochs=1",
-              f"--phase2_epochs={1 if flagfile in SMALL else 0}", "--oversample_epochs=0", "--oversample_f1_threshold=0", "--batch_size=3",
+              f"--phase2_epochs={1 if flagfile in SMALL else 0}", "--oversample_epochs=0",
+              "--oversample_f1_threshold=0", "--batch_size=3",
               "--train_cache_gib=0", "--cpu_devices=2"]
     return shrunk + [f"--{name}={value}" if not isinstance(value, bool) else f"--{'' if value else 'no'}{name}"
                      for name, value in flags.items()]

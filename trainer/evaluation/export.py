@@ -37,7 +37,8 @@ class ExportSettings:
     export_dir: str = field("", f"Where to write; empty = <model_dir>/{serving.EXPORT_DIR_NAME} (saved_model) or "
                             f"<model_dir>/{litert.DIR_NAME} (litert, where predict/evaluate look).")
     overwrite: bool = field(False, "Replace an existing export at the same path.")
-    top_k: int = field(serving.DEFAULT_TOP_K, "saved_model: families returned per image.", lower=1)
+    top_k: int = field(serving.DEFAULT_TOP_K, "saved_model: names at the model's label rank returned per image.",
+                       lower=1)
     quantize: str = field("float32", "litert: float32, float16 (half the size) or int8 (full-integer, calibrated "
                           "on the train split; about a quarter of the size).", choices=litert.QUANTIZATIONS)
     calibration_images: int = field(litert_export.DEFAULT_CALIBRATION_IMAGES, "litert int8: train-split images "
@@ -64,7 +65,7 @@ def export(settings: ExportSettings) -> pathlib.Path:
     path = _replace_directory(export_dir.expanduser(), lambda partial: serving.export_saved_model(model, partial))
     print(f"SavedModel written to {path}\n"
           f"  serving_default(images: string[batch]) and classify_images(images: uint8[batch, h, w, 3])\n"
-          f"  -> families, phyla, probabilities: [batch, {model.top_k}]\n"
+          f"  -> names ({model.trained.label_rank}), phyla, probabilities: [batch, {model.top_k}]\n"
           f"  check: saved_model_cli show --dir {path} --all")
     return path
 

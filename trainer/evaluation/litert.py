@@ -2,9 +2,10 @@
 
     model_dir/litert/<quantize>.tflite   uint8 pixels [batch, size, size, 3] (RGB, the evaluation view: the
                                          central square resized to the model's input size) -> a float32
-                                         softmax per head ("family", and "phylum" when the run has one)
+                                         softmax per head, named by its rank (labels.json's heads)
     model_dir/litert/<quantize>.json     its metadata (trainer/evaluation/litert_export.py writes both): label
-                                         names per head, input size, quantisation, dataset, calibration,
+                                         names per head (the label rank first, as in labels.json), the
+                                         label rank, input size, quantisation, dataset, calibration,
                                          parity with the Keras model, and the .tflite's sha256
 
 quantize is float32, float16 or int8. The interpreter is the ai-edge-litert package's where it is installed
@@ -110,7 +111,8 @@ class LiteRTModel:
         self.metadata, self.source = dict(metadata), source
         try:
             self.label_names = {head: tuple(names) for head, names in self.metadata["labels"].items()}
-            self.family_names = self.label_names["family"]
+            self.label_rank = next(iter(self.label_names))
+            self.names = self.label_names[self.label_rank]
             self.input_size = int(self.metadata["input"]["size"])
             with _native_notes_dropped(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_DEPRECATION)

@@ -15,7 +15,7 @@ the backbone's input scaling are inside the .tflite, and every head's softmax ou
 
 Parity. The Keras model and the converted one predict the validation split through evaluate.predict_split (the
 view and batches trainer.evaluate uses): top-1 agreement, the macro-F1 of each against the labels, and the
-largest absolute difference of a family probability. Under --min_agreement (negative = FLOORS of the
+largest absolute difference of a probability of the label rank's head. Under --min_agreement (negative = FLOORS of the
 quantisation; 0 keeps any export) the export fails in one line and nothing is written; otherwise the figures
 go into the metadata.
 """
@@ -32,9 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 import pipelines
-from tfds_rarespecies import labels
 from trainer import cli
-from trainer.evaluation import evaluate, litert, metrics, serving
+from trainer.evaluation import evaluate, litert, metrics, serving, taxonomy
 
 FLOORS = {"float32": 0.99, "float16": 0.99, "int8": 0.97}
 CALIBRATION_SPLIT = "train"
@@ -110,7 +109,7 @@ def calibration_images(cfg: pipelines.InputConfig, plan: Plan) -> list[np.ndarra
 
 
 def parity(trained: serving.TrainedModel, converted: litert.LiteRTModel, cfg: pipelines.InputConfig) -> dict:
-    """How the converted model's family head compares with model.keras' on the validation split."""
+    """How the converted model's label-rank head compares with model.keras' on the validation split."""
     keras_side = evaluate.predict_split(trained, cfg, PARITY_SPLIT)
     litert_side = evaluate.predict_split(converted, cfg, PARITY_SPLIT)
     keras_top1, litert_top1 = keras_side.probabilities.argmax(1), litert_side.probabilities.argmax(1)
@@ -125,7 +124,7 @@ def parity(trained: serving.TrainedModel, converted: litert.LiteRTModel, cfg: pi
 def describe(trained: serving.TrainedModel, info: pipelines.DatasetInfo, plan: Plan, target: litert.LiteRTFiles,
              calibration: list[np.ndarray] | None) -> dict:
     """The metadata a field device needs beside the .tflite (parity and checksum are added once measured)."""
-    phylum_of = labels.family_to_phylum()
+    phylum_of = taxonomy.phylum_of(trained.label_rank)
     size = trained.input_size
     return {
         "format": "litert", "file": target.model.name, "quantization": plan.quantize,
@@ -135,7 +134,8 @@ def describe(trained: serving.TrainedModel, info: pipelines.DatasetInfo, plan: P
         "outputs": {head: f"float32 softmax [batch, {len(names)}], in the order of labels.{head}"
                     for head, names in trained.label_names.items()},
         "labels": {head: list(names) for head, names in trained.label_names.items()},
-        "family_phylum": {name: phylum_of[name] for name in trained.family_names},
+        "label_rank": trained.label_rank,
+        "label_phylum": {name: phylum_of[name] for name in trained.names},
         "dataset": info.full_name, "keras_model": trained.source,
         "calibration": None if calibration is None else {
             "split": CALIBRATION_SPLIT, "images": len(calibration), "seed": plan.calibration_seed},

@@ -4,13 +4,14 @@
 per-family F1) and `trainer.evaluate` (eval/<split>/metrics.json) both call `headline_metrics` and
 `per_class_f1`, so one run directory never shows two values of "test macro-F1" for one model; the Keras
 streaming MacroF1 that selects checkpoints during training (trainer/objectives.py) is tested equal to
-`macro_f1` here. A leaf module (numpy, scikit-learn): the training room may import it without importing the
-rest of the evaluation room.
+`macro_f1` here. A leaf module (numpy, scipy, scikit-learn): the training room may import it without importing
+the rest of the evaluation room.
 
-Conventions: `labels` are integer family ids (n,), `probabilities` are (n, classes) rows of a softmax,
-`class_names[i]` names family id i and `family_to_phylum` maps family names to phylum names.
-Macro-F1 averages over the families that occur as truth or prediction (scikit-learn's default): a family the
-model predicts but the split lacks still costs.
+Conventions: `labels` are integer label ids (n,) at the model's label rank (`rank`, family by default; any of
+the six), `probabilities` are (n, classes) rows of a softmax, `class_names[i]` names label id i and
+`phylum_of` maps each label name to its phylum name (trainer/evaluation/taxonomy.phylum_of). Macro-F1 averages
+over the labels that occur as truth or prediction (scikit-learn's default): a label the model predicts but the
+split lacks still costs.
 """
 
 import math
@@ -18,12 +19,18 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from sklearn import metrics as skm
+
+from tfds_rarespecies.labels import RANKS
 
 TOP_K = 5
 CALIBRATION_BINS = 15
 CONFIDENCE_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 1000
+JACKKNIFE_GROUPS = 200
+HIERARCHICAL_K = (1, 5)
+RISK_COVERAGE_POINTS = 100
 GALLERY_SIZE = 24
 CONFUSIONS_LISTED = 50
 
@@ -32,7 +39,7 @@ GAP_METRICS = ("accuracy", "macro_f1", "top5_accuracy", "macro_auc")
 
 
 def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
-    """Macro-F1 over the families seen as truth or prediction."""
+    """Macro-F1 over the labels seen as truth or prediction."""
     return float(skm.f1_score(labels, predictions, average="macro", zero_division=0))
 
 
@@ -44,11 +51,11 @@ def per_class_f1(labels: np.ndarray, predictions: np.ndarray, num_classes: int) 
 
 
 def headline_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro-F1, top-5 accuracy and macro one-vs-rest AUC over the families present in `labels`.
+    """Accuracy, macro-F1, top-5 accuracy and macro one-vs-rest AUC over the labels present in `labels`.
 
-    Macro-F1 averages over the families that occur as truth or prediction (scikit-learn's default), so a
-    family the model predicts but the split lacks still costs. AUC needs positives and negatives, so it
-    averages over the families present in the split only (NaN when fewer than two are).
+    Macro-F1 averages over the labels that occur as truth or prediction (scikit-learn's default), so a
+    label the model predicts but the split lacks still costs. AUC needs positives and negatives, so it
+    averages over the labels present in the split only (NaN when fewer than two are).
     """
     predictions = probabilities.argmax(axis=1)
     present = np.unique(labels)
@@ -64,44 +71,103 @@ def headline_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str,
 
 
 def bootstrap_intervals(labels: np.ndarray, predictions: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
-                        seed: int = 0, level: float = CONFIDENCE_LEVEL) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of accuracy and macro-F1: how much the numbers owe to which images
-    happened to land in the split. Resamples the examples with replacement, seeded, so reruns agree."""
-    rng = np.random.default_rng(seed)
-    scores = {"accuracy": [], "macro_f1": []}
-    for _ in range(resamples):
-        sample = rng.integers(0, len(labels), len(labels))
-        scores["accuracy"].append(skm.accuracy_score(labels[sample], predictions[sample]))
-        scores["macro_f1"].append(macro_f1(labels[sample], predictions[sample]))
-    tail = 100 * (1 - level) / 2
-    return {name: tuple(float(v) for v in np.percentile(values, [tail, 100 - tail]))
-            for name, values in scores.items()}
+                        seed: int = 0, level: float = CONFIDENCE_LEVEL,
+                        strata: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
+    """BCa bootstrap intervals of accuracy and macro-F1 under a resampling within strata (default: the labels,
+    i.e. within family, as the test split is drawn): how much the numbers owe to which images of each family
+    happened to land in the split. Seeded, so reruns agree.
+
+    Each resample keeps every image's true label and gives it the outcome of a donor drawn from its stratum:
+    right (its own label) or the label the donor was wrongly given (`stratified_donors`). Within a family that
+    is ordinary resampling of the family's images, and every family keeps its support, so macro-F1 is not pulled
+    down by families that vanish from a resample while still being predicted (what put the plain bootstrap's
+    0.443 at the top of [0.350, 0.451] on a split of one test image per family).
+
+    Not scipy.stats.bootstrap(method="BCa"): it resamples each of its samples whole, so strata could only be
+    separate samples, and it refuses a sample of fewer than two observations, which every family of that split
+    is; nor can it pool those or hand a donor's outcome to another image. So the resampling is here, and the
+    BCa arithmetic (bca_interval) over its replicates.
+    """
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    donors = stratified_donors(labels if strata is None else np.asarray(strata), resamples,
+                               np.random.default_rng(seed))
+    correct = labels == predictions
+    intervals = {}
+    for name, statistic in (("accuracy", skm.accuracy_score), ("macro_f1", macro_f1)):
+        replicates = [statistic(labels, np.where(correct[row], labels, predictions[row])) for row in donors]
+        jackknife = [statistic(np.delete(labels, group), np.delete(predictions, group))
+                     for group in jackknife_groups(len(labels))]
+        intervals[name] = bca_interval(float(statistic(labels, predictions)), np.asarray(replicates),
+                                       np.asarray(jackknife), level)
+    return intervals
+
+
+def stratified_donors(strata: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, n) donor indices: for each resample and each example, an example drawn with replacement
+    from the same stratum. Strata of one example cannot vary on their own (their resample would always be
+    the example itself, an interval claiming a certainty one image cannot give), so all such examples form
+    one pooled stratum; with every stratum a singleton that is the plain bootstrap of the outcomes."""
+    strata = np.asarray(strata)
+    _, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    groups = np.where(counts[inverse] > 1, inverse, -1)
+    donors = np.empty((resamples, len(strata)), dtype=np.int64)
+    for group in np.unique(groups):
+        members = np.flatnonzero(groups == group)
+        donors[:, members] = members[rng.integers(0, len(members), (resamples, len(members)))]
+    return donors
+
+
+def jackknife_groups(examples: int, groups: int = JACKKNIFE_GROUPS) -> list[np.ndarray]:
+    """Leave-one-out index sets, or, above `groups` examples, `groups` interleaved leave-a-group-out sets: the
+    acceleration is a small correction and the grouped jackknife estimates it as well at a fraction of the
+    statistic evaluations (Efron & Tibshirani 1993, 11.5)."""
+    count = min(examples, groups)
+    return [np.arange(start, examples, count) for start in range(count)]
+
+
+def bca_interval(point: float, replicates: np.ndarray, jackknife: np.ndarray,
+                 level: float = CONFIDENCE_LEVEL) -> tuple[float, float]:
+    """The bias-corrected and accelerated percentile interval (Efron & Tibshirani 1993, 14.3).
+
+    Bias correction z0 from the share of replicates below the point estimate (ties count half, clipped so a
+    replicate set wholly on one side stays finite); acceleration from the jackknife values' skewness.
+    """
+    below = (np.sum(replicates < point) + 0.5 * np.sum(replicates == point)) / len(replicates)
+    z0 = stats.norm.ppf(np.clip(below, 0.5 / len(replicates), 1 - 0.5 / len(replicates)))
+    spread = jackknife.mean() - jackknife
+    denominator = 6 * np.sum(spread ** 2) ** 1.5
+    acceleration = np.sum(spread ** 3) / denominator if denominator > 0 else 0.0
+    z = stats.norm.ppf([(1 - level) / 2, (1 + level) / 2])
+    shares = stats.norm.cdf(z0 + (z0 + z) / (1 - acceleration * (z0 + z)))
+    low, high = np.quantile(replicates, shares)
+    return float(low), float(high)
 
 
 def per_class_table(labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str],
-                    family_to_phylum: Mapping[str, str]) -> pd.DataFrame:
-    """Precision, recall, F1 and support of every family seen as truth or prediction, worst F1 first."""
+                    phylum_of: Mapping[str, str], rank: str = "family") -> pd.DataFrame:
+    """Precision, recall, F1 and support of every label seen as truth or prediction, worst F1 first; the name
+    column is titled by the rank."""
     present = np.union1d(labels, predictions)
     precision, recall, f1, support = skm.precision_recall_fscore_support(labels, predictions, labels=present,
                                                                           zero_division=0)
     names = [class_names[i] for i in present]
-    table = pd.DataFrame({"family": names, "phylum": [family_to_phylum[n] for n in names],
+    table = pd.DataFrame({rank: names, "phylum": [phylum_of[n] for n in names],
                           "precision": precision, "recall": recall, "f1": f1, "support": support})
-    return table.sort_values(["f1", "support", "family"], ascending=[True, False, True], ignore_index=True)
+    return table.sort_values(["f1", "support", rank], ascending=[True, False, True], ignore_index=True)
 
 
 def confusion_counts(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """(num_classes, num_classes) counts, rows = true family id, columns = predicted family id."""
+    """(num_classes, num_classes) counts, rows = true label id, columns = predicted label id."""
     return skm.confusion_matrix(labels, predictions, labels=np.arange(num_classes))
 
 
-def top_confusions(confusion: np.ndarray, class_names: Sequence[str], family_to_phylum: Mapping[str, str],
+def top_confusions(confusion: np.ndarray, class_names: Sequence[str], phylum_of: Mapping[str, str],
                    limit: int = CONFUSIONS_LISTED) -> pd.DataFrame:
-    """The most frequent (true, predicted) mistakes, with the share of the true family's images they take."""
+    """The most frequent (true, predicted) mistakes, with the share of the true label's images they take."""
     mistakes = confusion * (1 - np.eye(len(confusion), dtype=confusion.dtype))
     true, predicted = np.nonzero(mistakes)
     names = np.asarray(class_names, dtype=object)
-    phyla = np.array([family_to_phylum[n] for n in class_names], dtype=object)
+    phyla = np.array([phylum_of[n] for n in class_names], dtype=object)
     table = pd.DataFrame({"true": names[true], "predicted": names[predicted],
                           "count": mistakes[true, predicted],
                           "share_of_true": mistakes[true, predicted] / confusion.sum(axis=1)[true],
@@ -111,17 +177,17 @@ def top_confusions(confusion: np.ndarray, class_names: Sequence[str], family_to_
 
 
 def taxonomy_metrics(labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str],
-                     family_to_phylum: Mapping[str, str]) -> dict:
-    """Phylum accuracy implied by the family predictions, and the share of family errors that at least
-    land in the right phylum: a model that confuses two corals is less wrong than one that calls a coral a bat."""
-    phyla = np.array([family_to_phylum[n] for n in class_names], dtype=object)
+                     phylum_of: Mapping[str, str], rank: str = "family") -> dict:
+    """Phylum accuracy implied by the label predictions, and the share of errors that at least land in the
+    right phylum: a model that confuses two corals is less wrong than one that calls a coral a bat."""
+    phyla = np.array([phylum_of[n] for n in class_names], dtype=object)
     true_phyla, predicted_phyla = phyla[labels], phyla[predictions]
     wrong = labels != predictions
     per_phylum = {}
     for phylum in sorted(set(true_phyla)):
         members = true_phyla == phylum
         per_phylum[str(phylum)] = {"examples": int(members.sum()),
-                                   "family_accuracy": float(np.mean(~wrong[members])),
+                                   f"{rank}_accuracy": float(np.mean(~wrong[members])),
                                    "phylum_accuracy": float(np.mean(predicted_phyla[members] == phylum))}
     return {
         "phylum_accuracy": float(skm.accuracy_score(true_phyla, predicted_phyla)),
@@ -130,6 +196,135 @@ def taxonomy_metrics(labels: np.ndarray, predictions: np.ndarray, class_names: S
                                        if wrong.any() else math.nan),
         "per_phylum": per_phylum,
     }
+
+
+def taxonomy_paths(class_names: Sequence[str],
+                   ancestors: pd.DataFrame | Mapping[str, Sequence[str]]) -> np.ndarray:
+    """(labels, depth) names: row i is class_names[i]'s ancestors from phylum down, then the name itself.
+
+    `ancestors` maps each label name to its ancestors, phylum first: a frame indexed by name with one column
+    per rank above the label's (like tfds_rarespecies.labels.ancestors(rank)), or a dict of tuples.
+    """
+    table = ancestors if isinstance(ancestors, pd.DataFrame) else pd.DataFrame.from_dict(
+        {name: list(path) for name, path in ancestors.items()}, orient="index")
+    missing = [name for name in class_names if name not in table.index]
+    if missing:
+        raise ValueError(f"no ancestors for {len(missing)} labels (first: {missing[0]}): the taxonomy table "
+                         "must hold every label of the model")
+    rows = table.loc[list(class_names)].fillna("").astype(str).to_numpy(dtype=object)
+    return np.column_stack([rows, np.asarray(class_names, dtype=object)])
+
+
+def lca_heights(paths: np.ndarray) -> np.ndarray:
+    """(labels, labels) height of the lowest common ancestor of two labels in the tree (Bertinetto et al.,
+    "Making Better Mistakes", CVPR 2020): the number of ranks one climbs from the label's rank until the two
+    paths meet.
+
+    For labels at depth d (family: 4) the height is d minus the ranks the paths share from the phylum down:
+    for family labels 0 same family, 1 same order, 2 same class, 3 same phylum, 4 only the root; for species
+    labels the same with genus (1) and family (2) below, up to 6. Heights are thus comparable within one label
+    rank only. An empty (unknown) ancestor matches nothing, so a mistake is never credited with a closeness the
+    taxonomy does not show; a label is always at height 0 from itself.
+    """
+    known = paths != ""
+    same = (paths[:, None, :] == paths[None, :, :]) & known[:, None, :] & known[None, :, :]
+    shared = np.cumprod(same, axis=2).sum(axis=2)
+    heights = paths.shape[1] - shared
+    np.fill_diagonal(heights, 0)
+    return heights
+
+
+def mistake_severity(labels: np.ndarray, predictions: np.ndarray, heights: np.ndarray) -> float:
+    """Average mistake severity: the mean LCA height (`lca_heights`) of truth and prediction over the
+    mistakes only (NaN without mistakes), so it says how far the model misses when it misses."""
+    wrong = labels != predictions
+    return float(heights[labels[wrong], predictions[wrong]].mean()) if wrong.any() else math.nan
+
+
+def hierarchical_distance_at_k(labels: np.ndarray, probabilities: np.ndarray, heights: np.ndarray,
+                               k: int) -> float:
+    """Hierarchical distance@k: the mean LCA height between the truth and each of the k most probable labels,
+    over all images (a right top-1 counts 0)."""
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return float(heights[labels[:, None], top].mean())
+
+
+def severity_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
+                     ancestors: pd.DataFrame | Mapping[str, Sequence[str]]) -> dict:
+    """The taxonomy-aware error of metrics.json: average mistake severity, hierarchical distance@k, and the
+    root's height (the scale: 4 for family labels, 6 for species)."""
+    paths = taxonomy_paths(class_names, ancestors)
+    heights = lca_heights(paths)
+    return {"mistake_severity": mistake_severity(labels, probabilities.argmax(axis=1), heights),
+            **{f"hierarchical_distance_at_{k}": hierarchical_distance_at_k(labels, probabilities, heights, k)
+               for k in HIERARCHICAL_K},
+            "lca_root_height": int(paths.shape[1])}
+
+
+def rank_scores(truth: np.ndarray, predictions: np.ndarray, strata: np.ndarray | None = None,
+                resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict | None:
+    """Accuracy and macro-F1 of ids at one rank, each with its BCa interval resampled within strata (default
+    the truth), over the images whose truth is known (>= 0); None when none is."""
+    truth, predictions = np.asarray(truth), np.asarray(predictions)
+    known = truth >= 0
+    if not known.any():
+        return None
+    strata = truth if strata is None else np.asarray(strata)
+    intervals = bootstrap_intervals(truth[known], predictions[known], resamples, seed, strata=strata[known])
+    return {"examples": int(known.sum()), "accuracy": float(skm.accuracy_score(truth[known], predictions[known])),
+            "macro_f1": macro_f1(truth[known], predictions[known]), "accuracy_ci95": list(intervals["accuracy"]),
+            "macro_f1_ci95": list(intervals["macro_f1"])}
+
+
+def upper_rank_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
+                       ancestors: pd.DataFrame | Mapping[str, Sequence[str]], resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0, strata: np.ndarray | None = None) -> dict:
+    """Accuracy and macro-F1 with their BCa intervals at every rank above the labels' (phylum, class, ...):
+    the predicted label's ancestor against the true one (a family prediction implies its order, class and
+    phylum, as trainer/evaluation/rollup.py's consistent predictions do), resampled within strata (default the
+    label: the split's strata). Images whose true ancestor is unknown sit out; a rank known for none of them is
+    left out."""
+    paths = taxonomy_paths(class_names, ancestors)
+    predicted = probabilities.argmax(axis=1)
+    strata = labels if strata is None else strata
+    results = {}
+    for rank, column in zip(RANKS, paths.T[:-1]):
+        _, ids = np.unique(column, return_inverse=True)
+        ids = np.where(column == "", -1, ids)
+        scores = rank_scores(ids[labels], ids[predicted], strata, resamples, seed)
+        if scores is not None:
+            results[rank] = scores
+    return results
+
+
+def risk_coverage_curve(confidences: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
+    """Selective risk against coverage for the rule "answer when confidence >= threshold", one row per
+    distinct confidence, highest first: the share of images answered and the error rate among them."""
+    order = np.argsort(-confidences, kind="stable")
+    sorted_confidence = confidences[order]
+    errors = np.cumsum(~np.asarray(correct, dtype=bool)[order])
+    last = np.flatnonzero(np.r_[sorted_confidence[1:] != sorted_confidence[:-1], True])
+    answered = last + 1
+    return pd.DataFrame({"threshold": sorted_confidence[last], "coverage": answered / len(confidences),
+                         "risk": errors[last] / answered})
+
+
+def area_under_risk_coverage(curve: pd.DataFrame) -> float:
+    """AURC: the risk-coverage step curve's area (Geifman & El-Yaniv); lower is better, the error rate of
+    answering everything when confidence carries no information."""
+    coverage = curve["coverage"].to_numpy()
+    return float(np.sum(curve["risk"].to_numpy() * np.diff(coverage, prepend=0.0)))
+
+
+def abstention_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """AURC of abstaining below a top-1 probability threshold, over the whole curve, and the curve itself at
+    its first row reaching each 1/RISK_COVERAGE_POINTS of coverage (enough to plot, and metrics.json stays
+    readable at thousands of images)."""
+    curve = risk_coverage_curve(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels)
+    steps = np.linspace(0, 1, RISK_COVERAGE_POINTS + 1)[1:]
+    shown = curve.iloc[np.unique(np.searchsorted(curve["coverage"].to_numpy(), steps - 1e-12))]
+    return {"aurc": area_under_risk_coverage(curve),
+            "risk_coverage": {column: shown[column].tolist() for column in shown.columns}}
 
 
 def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> pd.DataFrame:
@@ -166,19 +361,29 @@ def train_gap(train: Mapping[str, float], evaluated: Mapping[str, float]) -> dic
 
 
 def evaluation_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
-                       family_to_phylum: Mapping[str, str], resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = 0) -> dict:
-    """Every number of metrics.json for one split (see write_report)."""
+                       phylum_of: Mapping[str, str], resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0, ancestors: pd.DataFrame | Mapping[str, Sequence[str]] | None = None,
+                       rank: str = "family", strata: np.ndarray | None = None,
+                       strata_rank: str | None = None) -> dict:
+    """Every number of metrics.json for one split (see write_report); the mistake severity, hierarchical
+    distances and the ranks above the labels' when `ancestors` (see taxonomy_paths) gives the taxonomy. The
+    bootstrap resamples within `strata` (ids at strata_rank, which metrics.json names; default the labels)."""
     predictions = probabilities.argmax(axis=1)
-    intervals = bootstrap_intervals(labels, predictions, resamples, seed)
+    intervals = bootstrap_intervals(labels, predictions, resamples, seed, strata=strata)
     return {
         "examples": int(len(labels)),
-        "families_present": int(len(np.unique(labels))),
+        "label_rank": rank,
+        "labels_present": int(len(np.unique(labels))),
         **headline_metrics(labels, probabilities),
         "accuracy_ci95": list(intervals["accuracy"]),
         "macro_f1_ci95": list(intervals["macro_f1"]),
-        "bootstrap": {"resamples": resamples, "seed": seed, "level": CONFIDENCE_LEVEL},
-        **taxonomy_metrics(labels, predictions, class_names, family_to_phylum),
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": CONFIDENCE_LEVEL, "method": "BCa",
+                      "resampling": f"within {strata_rank or rank}"},
+        **taxonomy_metrics(labels, predictions, class_names, phylum_of, rank),
+        **({**severity_metrics(labels, probabilities, class_names, ancestors),
+            "ranks": upper_rank_metrics(labels, probabilities, class_names, ancestors, resamples, seed, strata)}
+           if ancestors is not None else {}),
+        **abstention_metrics(labels, probabilities),
         "expected_calibration_error": expected_calibration_error(labels, probabilities),
         "calibration_bins": CALIBRATION_BINS,
     }

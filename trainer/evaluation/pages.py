@@ -1,6 +1,6 @@
-"""What a person looks at: the confusion matrix and reliability plots, and the thumbnails, contact sheets and
-static HTML pages shared by the evaluation reports (the most confident mistakes) and the data audit (the
-flagged images), so both look and behave alike."""
+"""What a person looks at: the confusion matrix, reliability and risk-coverage plots, and the thumbnails,
+contact sheets and static HTML pages shared by the evaluation reports (the most confident mistakes) and the data
+audit (the flagged images), so both look and behave alike."""
 
 import html
 import math
@@ -16,7 +16,7 @@ from PIL import Image
 
 THUMBNAIL_SIDE = 160
 SHEET_COLUMNS = 6
-ANNOTATED_UP_TO = 30  # families up to which the confusion matrix prints counts in its cells
+ANNOTATED_UP_TO = 30  # labels up to which the confusion matrix prints counts in its cells
 BASE_STYLE = ("body{font-family:sans-serif;margin:1em} table{border-collapse:collapse} "
               "td,th{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px} "
               "figure{display:inline-block;width:200px;margin:6px;vertical-align:top} "
@@ -56,25 +56,24 @@ def html_page(title: str, body: str, style: str = "") -> str:
             f"<style>{BASE_STYLE} {style}</style></head>\n<body><h1>{heading}</h1>\n{body}\n</body></html>\n")
 
 
-def _taxonomic_order(class_names: Sequence[str], family_to_phylum: Mapping[str, str],
-                     ids: Sequence[int]) -> list[int]:
-    """Family ids sorted by phylum, then family name, so each phylum is one block of a matrix."""
-    return sorted(ids, key=lambda i: (family_to_phylum[class_names[i]], class_names[i]))
+def _taxonomic_order(class_names: Sequence[str], phylum_of: Mapping[str, str], ids: Sequence[int]) -> list[int]:
+    """Label ids sorted by phylum, then name, so each phylum is one block of a matrix."""
+    return sorted(ids, key=lambda i: (phylum_of[class_names[i]], class_names[i]))
 
 
-def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], family_to_phylum: Mapping[str, str],
-                          path: pathlib.Path, title: str = "") -> None:
-    """Counts of the families seen as truth or prediction, grouped by phylum, on a log colour scale.
+def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], phylum_of: Mapping[str, str],
+                          path: pathlib.Path, title: str = "", rank: str = "family") -> None:
+    """Counts of the labels (at `rank`) seen as truth or prediction, grouped by phylum, on a log colour scale.
 
-    Readable at 202 families: the log scale keeps single mistakes visible next to diagonals of dozens,
-    empty cells stay white, phylum blocks are outlined and named on the top and right edges, and the
-    family tick labels shrink with the number of families. Small matrices also print each count.
+    Readable at 202 families or 400 species: the log scale keeps single mistakes visible next to diagonals of
+    dozens, empty cells stay white, phylum blocks are outlined and named on the top and right edges, and the
+    tick labels shrink with the number of labels. Small matrices also print each count.
     """
     seen = np.flatnonzero(confusion.sum(axis=0) + confusion.sum(axis=1))
-    order = _taxonomic_order(class_names, family_to_phylum, seen)
+    order = _taxonomic_order(class_names, phylum_of, seen)
     counts = confusion[np.ix_(order, order)]
     names = [class_names[i] for i in order]
-    phyla = [family_to_phylum[n] for n in names]
+    phyla = [phylum_of[n] for n in names]
     size = len(order)
     side = min(24.0, max(6.0, 0.1 * size + 3))
     font = min(9.0, 0.6 * 0.8 * side * 72 / max(size, 1))
@@ -93,8 +92,8 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], fam
     scale.ax.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
     axes.set_xticks(range(size), names, rotation=90, fontsize=font)
     axes.set_yticks(range(size), names, fontsize=font)
-    axes.set_xlabel("predicted family")
-    axes.set_ylabel("true family")
+    axes.set_xlabel(f"predicted {rank}")
+    axes.set_ylabel(f"true {rank}")
     starts = [i for i in range(size) if i == 0 or phyla[i] != phyla[i - 1]]
     centres = [(start + end - 1) / 2 for start, end in zip(starts, [*starts[1:], size])]
     for start in starts[1:]:
@@ -127,4 +126,19 @@ def plot_reliability_diagram(bins: pd.DataFrame, ece: float, path: pathlib.Path,
     bottom.set_xlim(0, 1)
     bottom.set_xlabel("confidence (top-1 probability)")
     bottom.set_ylabel("images")
+    figure.savefig(path)
+
+
+def plot_risk_coverage(curve: pd.DataFrame, aurc: float, path: pathlib.Path, title: str = "") -> None:
+    """Error rate among the answered images against the share answered, abstaining below a confidence
+    threshold (metrics.risk_coverage_curve); the area under it is the AURC."""
+    figure = matplotlib.figure.Figure(figsize=(6, 4.5), dpi=120, layout="constrained")
+    axes = figure.add_subplot()
+    axes.step(curve["coverage"], curve["risk"], where="post", color="tab:blue")
+    axes.fill_between(curve["coverage"], curve["risk"], step="post", alpha=0.2, color="tab:blue")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, max(0.05, float(np.max(curve["risk"].to_numpy(), initial=0.0)) * 1.1))
+    axes.set_xlabel("coverage (share of images answered, surest first)")
+    axes.set_ylabel("risk (error rate among the answered)")
+    axes.set_title(f"{title or 'risk-coverage'}: AURC {aurc:.3f}")
     figure.savefig(path)

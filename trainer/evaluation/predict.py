@@ -1,7 +1,9 @@
-"""Names the family of each photo given as a file, a folder (searched recursively) or a glob.
+"""Names each photo given as a file, a folder (searched recursively) or a glob at the model's label rank
+(labels.json's first head: family, species, ...), and with --rollup_precision at the deepest rank it is sure of.
 
     python -m trainer.predict --model_dir=runs/incv3 photo1.jpg photos/ 'shots/*.png' --top_k=5
         --output=predictions.csv [--backend=litert [--quantize=int8]] [--threads=N] [--batch_size=16]
+        [--rollup_precision=0.95]
 
 Files are decoded by the builder's decoder (tfds_rarespecies.imaging), so anything the dataset accepts works:
 grayscale, CMYK, 16-bit, transparent, PNG behind a .jpg name, EXIF-rotated. Folders and globs contribute
@@ -14,8 +16,21 @@ ahead of the model, which classifies them in batches of --batch_size in the call
 inference, and a full-size photo costs one scaled-down JPEG decode. --backend=keras runs model.keras,
 --backend=litert the run's LiteRT export (trainer/evaluation/predictors.py); the outputs are the same.
 
-Output: a table on stdout, or --output=FILE.csv (one row per image and rank: file, rank, family, phylum,
-probability) or FILE.json (a list of {file, predictions: [{rank, family, phylum, probability}]}).
+A model with several heads answers consistently with the tree (trainer/evaluation/rollup.py: each label's score
+is the product of its path's per-rank probabilities), so its top label never lies outside its predicted order;
+a model of one head gives that head's softmax.
+
+--rollup_precision=P adds, per image, the deepest rank whose calibrated consistent confidence reaches that
+rank's threshold: the smallest confidence at which the validation images answered there were right at least P of
+the time (<model_dir>/calibration.json, trainer/evaluation/rollup_file.py: temperatures and validation
+confidences, written by trainer.main at the end of a run, or by `trainer.evaluate --rollup_precision=P`), with
+its name and probability, or none when no rank reaches its threshold.
+
+Output: a table on stdout, or --output=FILE.csv (one row per image and top-k position: file, rank (the
+position, from 1), the label rank's name column titled by the rank (e.g. family or species), phylum,
+probability; with --rollup_precision also rollup_rank, rollup_name, rollup_probability, empty when none) or
+FILE.json (a list of {file, predictions: [{rank, <label rank>, phylum, probability}], rollup: {rank, name,
+probability} or null (with --rollup_precision)}).
 Exit status: 0 when at least one image was predicted; 1 when none could be (nothing matched, or every file
 failed); 2 when the command cannot start (no inputs, an unknown --output suffix, no finished run in --model_dir).
 """
@@ -34,14 +49,14 @@ from collections.abc import Sequence
 import numpy as np
 import tqdm
 
-from tfds_rarespecies import imaging, labels
+from tfds_rarespecies import imaging
 from trainer import cli
 from trainer.cli import field
-from trainer.evaluation import litert, predictors, serving
+from trainer.evaluation import litert, predictors, rollup, rollup_file, serving, taxonomy
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 OUTPUT_SUFFIXES = ("", ".csv", ".json")
-CSV_COLUMNS = ("file", "rank", "family", "phylum", "probability")
+ROLLUP_COLUMNS = ("rollup_rank", "rollup_name", "rollup_probability")
 EXIT_NOTHING_PREDICTED = 1
 DEFAULT_BATCH_SIZE = 16
 EXIT_USAGE = cli.EXIT_USAGE
@@ -50,12 +65,37 @@ PROGRAM = "trainer.predict"
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    """The top-k families of one file, surest first."""
+    """The top-k names at the label rank of one file, surest first, and its roll-up when asked for (None:
+    no rank reached its threshold, or none asked)."""
 
     file: str
-    families: tuple[str, ...]
+    rank: str
+    names: tuple[str, ...]
     phyla: tuple[str, ...]
     probabilities: tuple[float, ...]
+    rolled: rollup.RolledUp | None = None
+
+
+def csv_columns(rank: str, with_rollup: bool = False) -> tuple[str, ...]:
+    """The CSV header of predictions at the label rank `rank`."""
+    return ("file", "rank", rank, "phylum", "probability", *(ROLLUP_COLUMNS if with_rollup else ()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Answering:
+    """How a model's softmax rows become answers: the tree its heads are made consistent on, each name's
+    phylum, and with a roll-up the run's calibration and the per-rank thresholds of the asked precision."""
+
+    tree: rollup.Tree
+    phylum_of: dict[str, str]
+    calibrated: rollup_file.Calibration | None = None
+    thresholds: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, predictor: predictors.Predictor, calibrated: rollup_file.Calibration | None = None,
+           precision: float = 0.0) -> "Answering":
+        return cls(rollup.label_tree(predictor.label_names), taxonomy.phylum_of(predictor.label_rank),
+                   calibrated, None if calibrated is None else calibrated.thresholds(precision))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +151,11 @@ def decode_view(path: pathlib.Path, size: int) -> np.ndarray:
 
 def predict_files(predictor: predictors.Predictor, files: Sequence[pathlib.Path],
                   top_k: int = serving.DEFAULT_TOP_K, batch_size: int = DEFAULT_BATCH_SIZE, threads: int = 0,
-                  progress: bool = False) -> tuple[list[Prediction], list[Skipped]]:
-    """Classifies every file; each one that fails is reported on stderr at once, in one line."""
+                  progress: bool = False, answering: Answering | None = None
+                  ) -> tuple[list[Prediction], list[Skipped]]:
+    """Classifies every file (answering: Answering.of(predictor) unless given, e.g. with a roll-up); each
+    file that fails is reported on stderr at once, in one line."""
+    answering = answering or Answering.of(predictor)
     predictions, skipped, batch = [], [], []
     workers = threads or litert.default_threads()
     with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm.tqdm(
@@ -125,10 +168,10 @@ def predict_files(predictor: predictors.Predictor, files: Sequence[pathlib.Path]
             else:
                 batch.append((path, view))
             if len(batch) == batch_size:
-                predictions += _classify(predictor, batch, top_k)
+                predictions += _classify(predictor, answering, batch, top_k)
                 batch = []
             bar.update()
-        predictions += _classify(predictor, batch, top_k)
+        predictions += _classify(predictor, answering, batch, top_k)
     return predictions, skipped
 
 
@@ -153,50 +196,80 @@ def _try_view(path: pathlib.Path, size: int) -> np.ndarray | Skipped:
         return Skipped(str(path), "unreadable", f"{type(error).__name__}: {error.strerror or error}")
 
 
-def _classify(predictor: predictors.Predictor, batch: list[tuple[pathlib.Path, np.ndarray]],
-              top_k: int) -> list[Prediction]:
-    """The top-k families of each decoded view (ties: the lower family id first, as tf.math.top_k)."""
+def _classify(predictor: predictors.Predictor, answering: Answering,
+              batch: list[tuple[pathlib.Path, np.ndarray]], top_k: int) -> list[Prediction]:
+    """The top-k names of each decoded view by the label rank's consistent probabilities (ties: the lower id
+    first, as tf.math.top_k), and the roll-up of its calibrated consistent path when asked for."""
     if not batch:
         return []
-    probabilities = predictor.probabilities(np.stack([view for _, view in batch]))["family"]
+    heads = predictor.probabilities(np.stack([view for _, view in batch]))
+    probabilities = answering.tree.probabilities(heads)[-1]
     best = np.argsort(-probabilities, axis=1, kind="stable")[:, :max(1, min(top_k, probabilities.shape[1]))]
-    phylum_of = labels.family_to_phylum()
-    names = predictor.family_names
-    return [Prediction(str(path), tuple(names[i] for i in row), tuple(phylum_of[names[i]] for i in row),
-                       tuple(float(value) for value in scores[row]))
-            for (path, _), row, scores in zip(batch, best, probabilities)]
+    names = predictor.names
+    rolled = _rolled_up(answering, heads, len(batch))
+    return [Prediction(str(path), predictor.label_rank, tuple(names[i] for i in row),
+                       tuple(answering.phylum_of[names[i]] for i in row), tuple(float(value) for value in scores[row]),
+                       answer)
+            for (path, _), row, scores, answer in zip(batch, best, probabilities, rolled)]
+
+
+def _rolled_up(answering: Answering, heads: dict[str, np.ndarray], count: int) -> list[rollup.RolledUp | None]:
+    """Each image's roll-up under the run's calibration (all None without one)."""
+    if answering.calibrated is None:
+        return [None] * count
+    tree = answering.tree
+    ids, confidences = tree.predictions(answering.calibrated.scaled(heads))
+    return [rollup.roll_up(tree.ranks, [tree.rank_names[r][i] for r, i in enumerate(path)], row,
+                           answering.thresholds)
+            for path, row in zip(ids, confidences)]
 
 
 def ranked(prediction: Prediction) -> list[dict]:
-    """The rows of one prediction: rank (from 1), family, phylum, probability."""
-    return [{"rank": rank, "family": family, "phylum": phylum, "probability": probability}
-            for rank, (family, phylum, probability) in enumerate(
-                zip(prediction.families, prediction.phyla, prediction.probabilities), 1)]
+    """The rows of one prediction: rank (the position, from 1), the name under its rank, phylum, probability."""
+    return [{"rank": position, prediction.rank: name, "phylum": phylum, "probability": probability}
+            for position, (name, phylum, probability) in enumerate(
+                zip(prediction.names, prediction.phyla, prediction.probabilities), 1)]
 
 
-def write_predictions(predictions: Sequence[Prediction], output: str) -> None:
-    """To stdout as a table (output empty), or to a .csv / .json file."""
+def rolled_up(prediction: Prediction) -> dict | None:
+    """The roll-up of one prediction as written: {rank, name, probability}, or None."""
+    return None if prediction.rolled is None else dataclasses.asdict(prediction.rolled)
+
+
+def write_predictions(predictions: Sequence[Prediction], output: str, with_rollup: bool = False) -> None:
+    """To stdout as a table (output empty), or to a .csv / .json file; with_rollup adds each image's roll-up."""
     if not output:
-        print(format_table(predictions))
+        print(format_table(predictions, with_rollup))
         return
     path = pathlib.Path(output).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".csv":
         with path.open("w", newline="") as stream:
-            writer = csv.DictWriter(stream, CSV_COLUMNS)
+            writer = csv.DictWriter(stream, csv_columns(predictions[0].rank, with_rollup))
             writer.writeheader()
-            writer.writerows({"file": p.file, **row} for p in predictions for row in ranked(p))
+            writer.writerows({"file": p.file, **row, **(_rollup_cells(p) if with_rollup else {})}
+                             for p in predictions for row in ranked(p))
     else:
-        path.write_text(json.dumps([{"file": p.file, "predictions": ranked(p)} for p in predictions],
+        path.write_text(json.dumps([{"file": p.file, "predictions": ranked(p),
+                                     **({"rollup": rolled_up(p)} if with_rollup else {})} for p in predictions],
                                    indent=2) + "\n")
 
 
-def format_table(predictions: Sequence[Prediction]) -> str:
+def _rollup_cells(prediction: Prediction) -> dict:
+    answer = rolled_up(prediction) or {"rank": "", "name": "", "probability": ""}
+    return {f"rollup_{key}": value for key, value in answer.items()}
+
+
+def format_table(predictions: Sequence[Prediction], with_rollup: bool = False) -> str:
     lines = []
     for prediction in predictions:
         lines.append(prediction.file)
-        lines += [f"  {row['rank']}. {row['family']:<24} {row['phylum']:<14} {row['probability']:6.1%}"
+        lines += [f"  {row['rank']}. {row[prediction.rank]:<24} {row['phylum']:<14} {row['probability']:6.1%}"
                   for row in ranked(prediction)]
+        if with_rollup:
+            answer = prediction.rolled
+            lines.append("  roll-up: " + ("none (no rank reaches its threshold)" if answer is None else
+                                          f"{answer.rank} {answer.name} {answer.probability:.1%}"))
     return "\n".join(lines)
 
 
@@ -213,12 +286,15 @@ class PredictSettings:
     """The predict command's flags (the files, folders and globs follow them)."""
 
     model_dir: str = field("", "Run directory holding model.keras and labels.json.")
-    top_k: int = field(serving.DEFAULT_TOP_K, "Families listed per image.", lower=1)
+    top_k: int = field(serving.DEFAULT_TOP_K, "Names at the model's label rank listed per image.", lower=1)
     output: str = field("", "A .csv or .json file to write; empty = a table on stdout.")
     backend: str = predictors.backend_field()
     quantize: str = predictors.quantize_field()
     threads: int = predictors.threads_field()
     batch_size: int = field(DEFAULT_BATCH_SIZE, "Images per model call.", lower=1)
+    rollup_precision: float = field(0.0, "Roll-up: also answer each image at the deepest rank whose calibrated "
+                                    "confidence reaches the threshold giving this precision on validation (the "
+                                    "run's calibration.json), e.g. 0.95; 0 = off.", lower=0.0, upper=1.0)
 
 
 def run(settings: PredictSettings, inputs: Sequence[str]) -> None:
@@ -237,12 +313,30 @@ def run(settings: PredictSettings, inputs: Sequence[str]) -> None:
     if not files:
         raise PredictError("no image files found in the inputs", EXIT_NOTHING_PREDICTED)
     predictor = predictors.open_predictor(settings.model_dir, settings.backend, settings.quantize, settings.threads)
+    calibrated = run_calibration(settings.model_dir, predictor) if settings.rollup_precision else None
+    answering = Answering.of(predictor, calibrated, settings.rollup_precision)
     predictions, skipped = predict_files(predictor, files, settings.top_k, settings.batch_size, settings.threads,
-                                         progress=expanded)
+                                         progress=expanded, answering=answering)
     if not predictions:
         raise PredictError(f"none of the {len(files)} files could be predicted (see the lines above)",
                            EXIT_NOTHING_PREDICTED)
-    write_predictions(predictions, output)
+    write_predictions(predictions, output, with_rollup=bool(settings.rollup_precision))
     if output:
         print(f"{len(predictions)} images predicted, {len(skipped) + len(unmatched)} skipped: {output}",
               file=sys.stderr)
+
+
+def run_calibration(model_dir: str, predictor: predictors.Predictor) -> rollup_file.Calibration:
+    """The run's calibration.json for the roll-up; one PredictError line when it is missing or belongs to
+    another model."""
+    write_it = (f"write it with `python -m trainer.evaluate --model_dir={model_dir} --rollup_precision=0.95` "
+                "(or retrain)")
+    calibrated = rollup_file.read(model_dir)
+    if calibrated is None:
+        raise PredictError(f"--rollup_precision: {model_dir} has no calibration.json; {write_it}")
+    tree = rollup.label_tree(predictor.label_names)
+    if calibrated.ranks != tree.ranks or set(calibrated.temperatures) - set(predictor.label_names):
+        raise PredictError(f"--rollup_precision: {model_dir}/calibration.json is not this model's (ranks "
+                           f"{','.join(calibrated.ranks)}, heads {','.join(calibrated.temperatures)}); delete it "
+                           f"and {write_it}")
+    return calibrated

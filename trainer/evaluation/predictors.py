@@ -2,7 +2,8 @@
 TensorFlow, serving.TrainedModel) or `--backend=litert` (an exported .tflite, litert.LiteRTModel).
 
 Both take 0..255 images of the model's input size, (batch, size, size, 3), and return each head's softmax
-rows as numpy arrays; both know their input size, label names and source file. So the decoding, batching,
+rows as numpy arrays; both know their input size, label names (head -> names, the label rank first), label rank
+and its names, and source file. So the decoding, batching,
 top-k, reports and file formats around them are one code path, and a LiteRT model is judged by exactly what
 judged Keras.
 """
@@ -20,7 +21,8 @@ BACKENDS = ("keras", "litert")
 
 class Predictor(Protocol):
     input_size: int
-    family_names: tuple[str, ...]
+    label_rank: str  # the rank the model names: the first head of label_names
+    names: tuple[str, ...]  # the label rank's names
     label_names: Mapping[str, tuple[str, ...]]
     source: str  # the file that answers: model.keras or the .tflite, named in reports
 

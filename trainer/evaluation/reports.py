@@ -22,9 +22,11 @@ PER_CLASS_CSV = "per_class.csv"
 CONFUSIONS_CSV = "confusions.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 RELIABILITY_PNG = "reliability.png"
+RISK_COVERAGE_PNG = "risk_coverage.png"
 MISTAKES_PNG = "mistakes.png"
 MISTAKES_HTML = "mistakes.html"
 MISTAKES_DIR = "mistakes"
+FEW_SHOT_JSON = "few_shot.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,29 +34,29 @@ class Mistake:
     """One confidently wrong prediction, as the gallery shows it."""
 
     file_name: str
-    true_family: str
+    true_name: str
     true_phylum: str
-    predicted_family: str
+    predicted_name: str
     predicted_phylum: str
     confidence: float
     true_probability: float
 
 
 def describe_mistakes(indices: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
-                      class_names: Sequence[str], family_to_phylum: Mapping[str, str],
+                      class_names: Sequence[str], phylum_of: Mapping[str, str],
                       file_names: Sequence[str]) -> list[Mistake]:
     """The gallery's captions for the given example indices."""
     mistakes = []
     for index in indices:
         true, predicted = class_names[labels[index]], class_names[probabilities[index].argmax()]
-        mistakes.append(Mistake(file_names[index], true, family_to_phylum[true], predicted,
-                                family_to_phylum[predicted], float(probabilities[index].max()),
+        mistakes.append(Mistake(file_names[index], true, phylum_of[true], predicted,
+                                phylum_of[predicted], float(probabilities[index].max()),
                                 float(probabilities[index, labels[index]])))
     return mistakes
 
 
 def write_mistake_gallery(out_dir: pathlib.Path, mistakes: Sequence[Mistake], images: Sequence[np.ndarray],
-                          title: str = "") -> None:
+                          title: str = "", rank: str = "family") -> None:
     """mistakes.png (a contact sheet) and mistakes.html (a static page over thumbnails in mistakes/)."""
     thumbnails = [pages.thumbnail(image) for image in images]
     (out_dir / MISTAKES_DIR).mkdir(parents=True, exist_ok=True)
@@ -67,25 +69,25 @@ def write_mistake_gallery(out_dir: pathlib.Path, mistakes: Sequence[Mistake], im
         ["tab:orange" if m.true_phylum == m.predicted_phylum else "tab:red" for m in mistakes],
         out_dir / MISTAKES_PNG, f"{title or 'most confident mistakes'}: surest mistakes first\n"
         "orange: right phylum, red: wrong phylum", empty="no mistakes")
-    _write_mistakes_page(mistakes, files, out_dir / MISTAKES_HTML, title)
+    _write_mistakes_page(mistakes, files, out_dir / MISTAKES_HTML, title, rank)
 
 
 def _caption(mistake: Mistake) -> str:
-    return (f"true: {mistake.true_family} ({mistake.true_phylum})\n"
-            f"predicted: {mistake.predicted_family} ({mistake.predicted_phylum}) {mistake.confidence:.2f}")
+    return (f"true: {mistake.true_name} ({mistake.true_phylum})\n"
+            f"predicted: {mistake.predicted_name} ({mistake.predicted_phylum}) {mistake.confidence:.2f}")
 
 
 def _write_mistakes_page(mistakes: Sequence[Mistake], files: Sequence[str], path: pathlib.Path,
-                         title: str) -> None:
+                         title: str, rank: str) -> None:
     cards = "\n".join(
         f'<figure><img src="{html.escape(file)}" alt="{html.escape(m.file_name)}">'
-        f"<figcaption><b>{html.escape(m.predicted_family)}</b> ({html.escape(m.predicted_phylum)}) "
-        f"{m.confidence:.2f}<br>true: <b>{html.escape(m.true_family)}</b> ({html.escape(m.true_phylum)}) "
+        f"<figcaption><b>{html.escape(m.predicted_name)}</b> ({html.escape(m.predicted_phylum)}) "
+        f"{m.confidence:.2f}<br>true: <b>{html.escape(m.true_name)}</b> ({html.escape(m.true_phylum)}) "
         f"{m.true_probability:.2f}<br><small>{html.escape(m.file_name)}</small></figcaption></figure>"
         for m, file in zip(mistakes, files)) or "<p>no mistakes</p>"
     path.write_text(pages.html_page(
         title or "most confident mistakes",
-        "<p>Predicted family (phylum) and its probability; below it the true family and the probability the "
+        f"<p>Predicted {rank} (phylum) and its probability; below it the true {rank} and the probability the "
         f"model gave it. Surest mistakes first.</p>\n{cards}"))
 
 
@@ -99,36 +101,43 @@ class Report:
 
 
 def write_report(out_dir: pathlib.Path, labels: np.ndarray, probabilities: np.ndarray,
-                 class_names: Sequence[str], family_to_phylum: Mapping[str, str], *, title: str = "",
-                 file_names: Sequence[str] | None = None,
+                 class_names: Sequence[str], phylum_of: Mapping[str, str], *, rank: str = "family",
+                 title: str = "", file_names: Sequence[str] | None = None,
                  load_images: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
-                 extra: Mapping | None = None, resamples: int = metrics.BOOTSTRAP_RESAMPLES, seed: int = 0) -> Report:
-    """Writes a split's whole report into out_dir.
+                 extra: Mapping | None = None, resamples: int = metrics.BOOTSTRAP_RESAMPLES, seed: int = 0,
+                 ancestors: pd.DataFrame | Mapping[str, Sequence[str]] | None = None,
+                 strata: np.ndarray | None = None, strata_rank: str | None = None) -> Report:
+    """Writes a split's whole report into out_dir: labels at `rank`, whose name titles the tables' columns.
 
-    Files: metrics.json (numbers plus `extra`), per_class.csv, confusions.csv, confusion_matrix.png,
-    reliability.png, and, when `file_names` and `load_images` (example indices -> uint8 RGB images) are given,
-    the mistake gallery (mistakes.png, mistakes.html, mistakes/*.jpg).
+    Files: metrics.json (numbers plus `extra`; mistake severity and hierarchical distances when `ancestors`,
+    see metrics.taxonomy_paths, gives the taxonomy; intervals resampled within `strata`, ids at strata_rank,
+    default the labels), per_class.csv, confusions.csv, confusion_matrix.png,
+    reliability.png, risk_coverage.png, and, when `file_names` and `load_images` (example indices -> uint8 RGB
+    images) are given, the mistake gallery (mistakes.png, mistakes.html, mistakes/*.jpg).
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     predictions = probabilities.argmax(axis=1)
-    numbers = {**metrics.evaluation_metrics(labels, probabilities, class_names, family_to_phylum, resamples, seed),
+    numbers = {**metrics.evaluation_metrics(labels, probabilities, class_names, phylum_of, resamples, seed,
+                                            ancestors, rank, strata, strata_rank),
                **(extra or {})}
-    per_class = metrics.per_class_table(labels, predictions, class_names, family_to_phylum)
+    per_class = metrics.per_class_table(labels, predictions, class_names, phylum_of, rank)
     per_class.to_csv(out_dir / PER_CLASS_CSV, index=False)
     confusion = metrics.confusion_counts(labels, predictions, probabilities.shape[1])
-    confusions = metrics.top_confusions(confusion, class_names, family_to_phylum)
+    confusions = metrics.top_confusions(confusion, class_names, phylum_of)
     confusions.to_csv(out_dir / CONFUSIONS_CSV, index=False)
-    pages.plot_confusion_matrix(confusion, class_names, family_to_phylum, out_dir / CONFUSION_PNG, title)
+    pages.plot_confusion_matrix(confusion, class_names, phylum_of, out_dir / CONFUSION_PNG, title, rank)
     pages.plot_reliability_diagram(metrics.reliability_bins(labels, probabilities),
                                    numbers["expected_calibration_error"], out_dir / RELIABILITY_PNG, title)
+    pages.plot_risk_coverage(pd.DataFrame(numbers["risk_coverage"]), numbers["aurc"], out_dir / RISK_COVERAGE_PNG,
+                             title)
     if file_names is not None and load_images is not None:
         indices = metrics.confident_mistakes(labels, probabilities)
         write_mistake_gallery(out_dir, describe_mistakes(indices, labels, probabilities, class_names,
-                                                         family_to_phylum, file_names),
-                              load_images(indices), title)
+                                                         phylum_of, file_names),
+                              load_images(indices), title, rank)
     _write_json(out_dir / METRICS_JSON, numbers)
     return Report(numbers, per_class, confusions)
 
@@ -148,30 +157,65 @@ def _nan_to_none(value):
     return value
 
 
+def write_few_shot(out_dir: pathlib.Path, results: Mapping) -> None:
+    """few_shot.json of a backbone judged without a run (a run's go into its metrics.json)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / FEW_SHOT_JSON, results)
+
+
+def few_shot_lines(results: Mapping) -> list[str]:
+    """One line per shot count: mean and spread over the folds, against chance."""
+    return [f"  {key.replace('_', '-'):7s} accuracy {value['mean']:.3f} ± {value['std']:.3f} over "
+            f"{results['folds']} folds ({value['labels']} species of {results['images']} images of "
+            f"{results['split']}; chance {value['chance']:.3f})"
+            for key, value in results.items() if key.endswith("_shot")]
+
+
 def format_summary(report: Report, heading: str = "") -> str:
     """The one screen a person reads after an evaluation; the files hold the rest."""
     numbers = report.metrics
+    rank = numbers["label_rank"]
 
     def interval(name: str) -> str:
         low, high = numbers[f"{name}_ci95"]
         return f"  [{low:.3f}, {high:.3f}] 95% CI"
 
     lines = [heading or "evaluation",
-             f"  {numbers['examples']} images, {numbers['families_present']} families",
+             f"  {numbers['examples']} images, {numbers['labels_present']} {rank} labels",
              f"  accuracy        {numbers['accuracy']:.3f}{interval('accuracy')}",
              f"  macro-F1        {numbers['macro_f1']:.3f}{interval('macro_f1')}",
              f"  top-5 accuracy  {numbers['top5_accuracy']:.3f}",
              f"  macro AUC       {numbers['macro_auc']:.3f}",
              f"  phylum accuracy {numbers['phylum_accuracy']:.3f}   " + (
                  f"errors within the right phylum: {numbers['errors_within_phylum_share']:.0%} "
-                 f"of {numbers['errors']}" if numbers["errors"] else "no family errors"),
-             f"  ECE ({numbers['calibration_bins']} bins) {numbers['expected_calibration_error']:.3f}"]
+                 f"of {numbers['errors']}" if numbers["errors"] else f"no {rank} errors"),
+             f"  ECE ({numbers['calibration_bins']} bins) {numbers['expected_calibration_error']:.3f}   "
+             f"AURC {numbers['aurc']:.3f}"]
+    if "mistake_severity" in numbers:
+        severity = numbers["mistake_severity"]
+        lines.append("  mistake severity " + ("none (no mistakes)" if math.isnan(severity) else f"{severity:.2f}")
+                     + f" of {numbers['lca_root_height']}   hierarchical distance " + ", ".join(
+                         f"@{k} {numbers[f'hierarchical_distance_at_{k}']:.2f}" for k in metrics.HIERARCHICAL_K))
+    for key, words in (("ranks", "up the tree"), ("heads", "of each head"),
+                       ("consistent", "consistent with the tree")):
+        if numbers.get(key):
+            lines.append(f"  accuracy/macro-F1 {words}: " + ", ".join(
+                f"{name} {values['accuracy']:.3f}/{values['macro_f1']:.3f}" for name, values in numbers[key].items()))
+    if "rollup" in numbers:
+        rolled = numbers["rollup"]
+        lines.append(f"  roll-up at {rolled['target_precision']:.0%} precision: coverage {rolled['coverage']:.3f}, "
+                     f"precision {rolled['precision']:.3f}; answered at " + ", ".join(
+                         f"{rank} {share:.0%}" for rank, share in rolled["answered_at"].items())
+                     + "; temperature " + ", ".join(
+                         f"{head} {value:.2f}" for head, value in numbers["calibration"]["temperatures"].items()))
+    if "few_shot" in numbers:
+        lines += few_shot_lines(numbers["few_shot"])
     if "gap" in numbers:
         lines.append("  train gap       " + ", ".join(
             f"{name} {value:+.3f}" for name, value in numbers["gap"].items()))
     if len(report.per_class):
-        lines.append("  worst families  " + ", ".join(
-            f"{row.family} (F1 {row.f1:.2f}, n={row.support})" for row in report.per_class.head(5).itertuples()))
+        lines.append(f"  worst {rank} labels  " + ", ".join(
+            f"{row[rank]} (F1 {row.f1:.2f}, n={row.support})" for _, row in report.per_class.head(5).iterrows()))
     if len(report.confusions):
         lines.append("  top confusions  " + ", ".join(
             f"{row.true} -> {row.predicted} ({row.count}, {row.share_of_true:.0%})"

@@ -1,19 +1,22 @@
 """A run's trained model in memory (TrainedModel: model.keras and its label names) and the TF Serving model
-over it: photos of any size in, the top-k families with their phyla and probabilities out.
+over it: photos of any size in, the top-k names at the model's label rank with their phyla and probabilities out.
 
     python -m trainer.serving --model_dir=runs/incv3 [--export_dir=runs/incv3/saved_model] [--top_k=5]
 
 load_trained reads a run's model.keras (float 0..255 images at the run's input size -> a softmax per head)
-and labels.json; a missing, damaged or unsafe file is one line. ServingModel wraps it with the evaluation view
-every validation and test image gets (the central square, antialiased resize, rounded to uint8; see
-pipelines.images.decode_center) and with the run's label names; export_saved_model writes it as a TF Serving
-SavedModel (trainer/evaluation/export.py is the command; the LiteRT format is litert_export.py's) whose
-endpoints are
+and labels.json, whose first head is the rank the model names (its label rank: family for runs before any
+rank could be trained, whose labels.json lists family then phylum); a missing, damaged or unsafe file is one
+line. ServingModel wraps it with the evaluation view every validation and test image gets (the central square,
+antialiased resize, rounded to uint8; see pipelines.images.decode_center) and with the run's label names;
+export_saved_model writes it as a TF Serving SavedModel (trainer/evaluation/export.py is the command; the
+LiteRT format is litert_export.py's) whose endpoints are
   serving_default(images: string[batch])             encoded JPEG/PNG/GIF/BMP bytes, one per image;
   classify_images(images: uint8[batch, h, w, 3])      decoded RGB pixels, one size per batch;
-both returning families (string), phyla (string) and probabilities (float32), each [batch, top_k], surest
-first. A reloaded export answers exactly like the in-memory model. The exported decoder is TensorFlow's: it
-ignores EXIF orientation and drops transparency, where `predict` decodes with tfds_rarespecies.imaging.
+both returning names (string: the label rank's, e.g. families or species), phyla (string) and probabilities
+(float32), each [batch, top_k], surest first, from the label rank's own head (trainer.predict makes a model
+with several heads consistent with the tree and rolls up; the SavedModel does neither). A reloaded export
+answers exactly like the in-memory model. The exported decoder is TensorFlow's: it ignores EXIF orientation and
+drops transparency, where `predict` decodes with tfds_rarespecies.imaging.
 """
 
 import dataclasses
@@ -29,9 +32,9 @@ import tensorflow as tf
 
 import pipelines  # noqa: F401  (registers the layers model.keras names)
 from pipelines import images as pipeline_images
-from tfds_rarespecies import labels
 from trainer import cli
 from trainer import objectives  # noqa: F401  (registers the loss and metrics a head compiled alone keeps)
+from trainer.evaluation import taxonomy
 from trainer.run_dir import RunFiles
 
 DEFAULT_TOP_K = 5
@@ -50,24 +53,30 @@ class ModelFileError(cli.UserError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-    """A run's saved model, the label names of each of its heads ("family", and "phylum" when it has one) and
-    the file it was read from."""
+    """A run's saved model, the label names of each of its heads (labels.json's order: the label rank first)
+    and the file it was read from."""
 
     model: keras.Model
     label_names: Mapping[str, tuple[str, ...]]
     source: str = "model.keras"
 
     @property
-    def family_names(self) -> tuple[str, ...]:
-        return self.label_names["family"]
+    def label_rank(self) -> str:
+        """The rank the model names: labels.json's first head."""
+        return next(iter(self.label_names))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The label rank's names; label id i is names[i]."""
+        return self.label_names[self.label_rank]
 
     @property
     def input_size(self) -> int:
         return int(self.model.input_shape[1])
 
-    def family_probabilities(self, images: tf.Tensor) -> tf.Tensor:
-        """float32 0..255 images at input_size -> (batch, families) softmax (a phylum head is ignored)."""
-        return self.model(images, training=False)["family"]
+    def label_probabilities(self, images: tf.Tensor) -> tf.Tensor:
+        """float32 0..255 images at input_size -> (batch, names) softmax of the label rank's head."""
+        return self.model(images, training=False)[self.label_rank]
 
     def probabilities(self, images) -> dict[str, np.ndarray]:
         """0..255 images (uint8 or float, (batch, input_size, input_size, 3)) -> each head's softmax rows: the
@@ -98,12 +107,15 @@ def load_trained(model_dir: str | pathlib.Path) -> TrainedModel:
                                    f"`python -m trainer.main --model_dir={model_dir} ...` or fix --model_dir")
     names = _read_label_names(files.labels, model_dir)
     model = _load_model(files.model, model_dir)
+    different = "the two files come from different runs; retrain or restore them"
+    if set(names) != set(model.output):
+        raise ModelFileError(f"{files.labels} names the heads {', '.join(names) or 'none'} but {files.model} has "
+                             f"{', '.join(model.output)}: {different}")
     for head, output in model.output.items():
-        if len(names.get(head, ())) != output.shape[-1]:
-            raise ModelFileError(f"{files.labels}: {len(names.get(head, ()))} {head} names for the "
-                                 f"{output.shape[-1]} {head} outputs of {files.model}: the two files come from "
-                                 "different runs; retrain or restore them")
-    return TrainedModel(model, {head: tuple(names[head]) for head in model.output}, str(files.model))
+        if len(names[head]) != output.shape[-1]:
+            raise ModelFileError(f"{files.labels}: {len(names[head])} {head} names for the {output.shape[-1]} "
+                                 f"{head} outputs of {files.model}: {different}")
+    return TrainedModel(model, {head: tuple(head_names) for head, head_names in names.items()}, str(files.model))
 
 
 def _read_label_names(path: pathlib.Path, model_dir) -> dict[str, list[str]]:
@@ -147,10 +159,10 @@ class ServingModel:
 
     def __init__(self, trained: TrainedModel, top_k: int = DEFAULT_TOP_K):
         self.trained = trained
-        self.top_k = max(1, min(top_k, len(trained.family_names)))
-        phylum_of = labels.family_to_phylum()
-        self._families = tf.constant(trained.family_names)
-        self._phyla = tf.constant([phylum_of[name] for name in trained.family_names])
+        self.top_k = max(1, min(top_k, len(trained.names)))
+        phylum_of = taxonomy.phylum_of(trained.label_rank)
+        self._names = tf.constant(trained.names)
+        self._phyla = tf.constant([phylum_of[name] for name in trained.names])
         self.classify_images = tf.function(self._classify_images, input_signature=[PIXELS_SPEC])
         self.classify_encoded = tf.function(self._classify_encoded, input_signature=[ENCODED_SPEC])
 
@@ -168,8 +180,8 @@ class ServingModel:
         return self._top_k(tf.cast(views, tf.float32))
 
     def _top_k(self, views):
-        best = tf.math.top_k(self.trained.family_probabilities(views), k=self.top_k)
-        return {"families": tf.gather(self._families, best.indices), "phyla": tf.gather(self._phyla, best.indices),
+        best = tf.math.top_k(self.trained.label_probabilities(views), k=self.top_k)
+        return {"names": tf.gather(self._names, best.indices), "phyla": tf.gather(self._phyla, best.indices),
                 "probabilities": best.values}
 
 

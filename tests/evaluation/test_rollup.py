@@ -1,0 +1,81 @@
+"""Tree-consistent predictions, the roll-up rule and the precision thresholds on crafted probabilities."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainer.evaluation import rollup
+
+# Two orders under one class and phylum; families f1, f2 in o1 and f3 in o2.
+ORDERS = ("o1", "o2")
+FAMILIES = ("f1", "f2", "f3")
+ANCESTORS = pd.DataFrame({"phylum": ["p"] * 3, "class": ["c"] * 3, "order": ["o1", "o1", "o2"]},
+                         index=list(FAMILIES))
+PATHS = rollup.ancestor_ids(FAMILIES, ANCESTORS, [("p",), ("c",), ORDERS, FAMILIES])
+RANKS = ("phylum", "class", "order", "family")
+
+
+def test_ancestor_ids_index_each_rank_list():
+    assert PATHS.tolist() == [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 2]]
+    with pytest.raises(ValueError, match="'o2' is in the taxonomy"):
+        rollup.ancestor_ids(FAMILIES, ANCESTORS, [("p",), ("c",), ("o1",), FAMILIES])
+
+
+def test_consistent_predictions_keep_every_family_inside_its_predicted_order():
+    orders = np.array([[0.6, 0.4]])             # the order head prefers o1 ...
+    families = np.array([[0.3, 0.2, 0.5]])      # ... the family head f3, which lies in o2
+    assert ANCESTORS.loc[FAMILIES[families.argmax()], "order"] != ORDERS[orders.argmax()]
+    ids, confidences = rollup.consistent_predictions([None, None, orders, families], PATHS)
+    # leaf scores 0.6*0.3, 0.6*0.2, 0.4*0.5 = 0.18, 0.12, 0.20: f3 and its order o2
+    assert ids.tolist() == [[0, 0, 1, 2]]
+    np.testing.assert_allclose(confidences, [[1.0, 1.0, 0.4, 0.4]])
+    listed_otherwise = rollup.consistent_predictions([None, None, orders, families], PATHS[[2, 0, 1]])
+    np.testing.assert_array_equal(listed_otherwise[0], ids)
+    rng = np.random.default_rng(0)
+    many = [None, None, rng.dirichlet([1, 1], 500), rng.dirichlet([1, 1, 1], 500)]
+    ids, confidences = rollup.consistent_predictions(many, PATHS)
+    assert (PATHS[ids[:, 3], 2] == ids[:, 2]).all()
+    assert (np.diff(confidences, axis=1) <= 1e-12).all()
+
+
+def test_a_label_rank_head_alone_gives_its_sums_to_the_ranks_above():
+    marginals = rollup.consistent_probabilities([None, None, None, np.array([[0.3, 0.2, 0.5]])], PATHS)
+    np.testing.assert_allclose(marginals[2], [[0.5, 0.5]])
+    np.testing.assert_allclose(marginals[3], [[0.3, 0.2, 0.5]])
+    np.testing.assert_allclose(rollup.node_probabilities(np.array([[0.3, 0.2, 0.5]]), np.array([0, 0, 1]), 3),
+                               [[0.5, 0.5, 0]])
+
+
+def test_roll_up_answers_at_the_deepest_rank_that_reaches_its_threshold():
+    names = ("chordata", "reptilia", "testudines", "cheloniidae")
+    thresholds = (0.5, 0.9, 0.8, 0.7)
+    assert rollup.roll_up(RANKS, names, (0.99, 0.97, 0.9, 0.6), thresholds) == rollup.RolledUp(
+        "order", "testudines", 0.9)
+    assert rollup.roll_up(RANKS, names, (0.99, 0.97, 0.9, 0.75), thresholds).rank == "family"
+    assert rollup.roll_up(RANKS, names, (0.99, 0.5, 0.5, 0.5), thresholds).name == "chordata"
+    assert rollup.roll_up(RANKS, names, (0.4, 0.4, 0.4, 0.4), thresholds) is None
+    ranks = rollup.deepest_confident_rank(np.array([[0.99, 0.97, 0.9, 0.6], [0.4] * 4]), thresholds)
+    assert ranks.tolist() == [2, -1]
+
+
+def test_precision_threshold_is_the_smallest_that_reaches_the_target():
+    confidences = np.array([0.95, 0.9, 0.8, 0.7, 0.6])
+    correct = np.array([True, True, True, False, True])
+    assert rollup.precision_threshold(confidences, correct, 0.95) == 0.8    # 3/3; 0.7 gives 3/4
+    assert rollup.precision_threshold(confidences, correct, 0.8) == 0.6     # 4/5
+    assert rollup.precision_threshold(confidences, ~correct, 0.95) == np.inf
+    assert rollup.precision_threshold(confidences, np.zeros(5, bool), 0.5) == np.inf
+    both = rollup.precision_thresholds(np.column_stack([confidences, confidences]),
+                                       np.column_stack([correct, np.ones(5, bool)]), 0.95)
+    assert both.tolist() == [0.8, 0.6]
+
+
+def test_rollup_outcomes_count_each_image_at_the_rank_it_was_answered_at():
+    ids = np.array([[0, 0, 1, 2], [0, 0, 0, 1], [0, 0, 0, 0]])
+    truth = np.array([[0, 0, 1, 2], [0, 0, 0, 0], [0, 0, 1, 2]])
+    confidences = np.array([[1.0, 1.0, 0.9, 0.9], [1.0, 1.0, 0.9, 0.5], [0.3, 0.3, 0.3, 0.3]])
+    got = rollup.rollup_outcomes(ids, confidences, truth, (0.5, 0.5, 0.8, 0.8), RANKS)
+    assert got["coverage"] == pytest.approx(2 / 3) and got["precision"] == 1.0
+    assert got["answered_at"] == {"phylum": 0, "class": 0, "order": pytest.approx(1 / 3),
+                                  "family": pytest.approx(1 / 3)}
+    assert got["precision_at"]["family"] == 1.0 and np.isnan(got["precision_at"]["phylum"])

@@ -1,0 +1,45 @@
+"""Pooled embeddings of every example of a split, for the few-shot evaluation: from a run's (fine-tuned)
+backbone, or from any registered backbone and weights without a run, so a user's backbone can stand next to
+the published few-shot table. Both take the evaluation view's 0..255 images and scale them themselves.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+import pipelines
+from trainer import models
+
+
+def run_embedder(model: keras.Model) -> keras.Model:
+    """A run's saved model cut at its pooled embedding: the front layers (the backbone scaling) and the
+    "embedder" sub-model that trainer/models.py builds, without the head."""
+    embedder = model.get_layer("embedder")
+    images = keras.Input(model.input_shape[1:], name="image")
+    x = images
+    for layer in model.layers[1:model.layers.index(embedder)]:
+        x = layer(x)
+    return keras.Model(images, embedder(x), name="run_embedder")
+
+
+def backbone_embedder(backbone: str, weights: str, size: int) -> keras.Model:
+    """0..255 images -> the pooled embedding of a registered backbone with the given weights (imagenet, none,
+    or a .weights.h5 path), as trainer.main would start training from."""
+    spec = pipelines.get_backbone(backbone)
+    images = keras.Input((size, size, 3), name="image")
+    features = models.build_backbone(spec, size, weights)(pipelines.BackboneScaling(backbone)(images),
+                                                         training=False)
+    return keras.Model(images, keras.layers.GlobalAveragePooling2D(name="pool")(features), name="embedder")
+
+
+def split_embeddings(embedder: keras.Model, batches: tf.data.Dataset,
+                     total: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """(embeddings, file names) of every (images, labels, file_names) batch, in order."""
+    embed = tf.function(lambda images: tf.cast(embedder(images, training=False), tf.float32),
+                        reduce_retracing=True)
+    rows, names = [], []
+    for images, _, file_names in tqdm.tqdm(batches, total=total, desc="Embedding", unit=" batches"):
+        rows.append(embed(images).numpy())
+        names += [name.decode() for name in file_names.numpy()]
+    return np.concatenate(rows), names
