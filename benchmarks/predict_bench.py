@@ -73,7 +73,7 @@ def runners(model_dir: str) -> dict:
         start = time.perf_counter()
         predictor = predictors.open_predictor(model_dir, backend, quantize)
         loaded[name] = (lambda files, predictor=predictor: [
-            prediction.families[0] for prediction in
+            prediction.names[0] for prediction in
             predict.predict_files(predictor, files, batch_size=_BATCH_SIZE.value)[0]], time.perf_counter() - start)
     start = time.perf_counter()
     serving_model = serving.ServingModel(serving.load_trained(model_dir), top_k=1)
@@ -82,7 +82,7 @@ def runners(model_dir: str) -> dict:
         """trainer.predict before LiteRT: each file decoded, then classified alone (batch 1), in turn."""
         images = (imaging.decode_rgb(path.read_bytes(), min_short_side=serving_model.trained.input_size)
                   for path in files)
-        return [serving_model.classify_images(np.asarray(image)[None])["families"].numpy()[0, 0].decode()
+        return [serving_model.classify_images(np.asarray(image)[None])["names"].numpy()[0, 0].decode()
                 for image in images]
 
     loaded[OLD] = (one_by_one, time.perf_counter() - start)

@@ -39,16 +39,17 @@ def select(num_images: int | None = None, families: int | None = None, per_famil
 
 def write_download(folder: pathlib.Path, num_images: int | None = None, families: int | None = None,
                    per_family: int | None = None, min_side: int = FULL_SIZE[0], max_side: int = FULL_SIZE[1],
-                   seed: int = 0) -> pathlib.Path:
-    """A course-layout replica download in folder, written unless one made the same way is already there."""
+                   seed: int = 0, pixels: str = "family") -> pathlib.Path:
+    """A course-layout replica download in folder, written unless one made the same way is already there;
+    pixels: tfds_rarespecies.replica's kind ("family" patterns, or "taxonomy": sister families alike)."""
     folder = pathlib.Path(folder)
     stamp = {"num_images": num_images, "families": families, "per_family": per_family, "min_side": min_side,
-             "max_side": max_side, "seed": seed}
+             "max_side": max_side, "seed": seed, **({"pixels": pixels} if pixels != "family" else {})}
     if _read_stamp(folder / STAMP) == stamp:
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     replica.write_replica(folder, select(num_images, families, per_family, seed), "course", min_side=min_side,
-                          max_side=max_side, seed=seed)
+                          max_side=max_side, seed=seed, pixels=pixels)
     (folder / STAMP).write_text(json.dumps(stamp))
     return folder
 
@@ -93,16 +94,16 @@ def prepare(work_dir: pathlib.Path, num_images: int, min_side: int = FULL_SIZE[0
 
 
 def build_replica(work_dir: pathlib.Path, families: int = 20, per_family: int = 60,
-                  config: str = "small_128") -> str:
+                  config: str = "small_128", pixels: str = "family") -> str:
     """The data_dir of a replica built as rare_species/<config>, its download's sides just above the config's
     stored short side (up to ~2.3x it: small files, quick to write and build, every one resized when stored)."""
     import tfds_rarespecies  # noqa: PLC0415 (writing a replica needs no TensorFlow)
 
     stored = tfds_rarespecies.Builder.builder_configs[config].short_side
     work_dir = pathlib.Path(work_dir)
-    name = f"data_{families}x{per_family}_{config}"
+    name = f"data_{families}x{per_family}_{config}" + ("" if pixels == "family" else f"_{pixels}")
     download = write_download(work_dir / f"{name}_download", families=families, per_family=per_family,
-                              min_side=stored + 2, max_side=round(stored * 2.35))
+                              min_side=stored + 2, max_side=round(stored * 2.35), pixels=pixels)
     return str(build(download, work_dir / name, config))
 
 

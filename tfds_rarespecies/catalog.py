@@ -30,7 +30,8 @@ SHIPPED_TAXONOMY = "shipped annotation"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 
 LOWER_RANKS = ("class", "order", "genus", "species")  # phylum and family come with every layout's metadata
-TEXT_COLUMNS = ("rare_species_id", "kingdom", "phylum", "family", *LOWER_RANKS, "common_name", "license_name", "copyright_owner", "source_url", "md5", "file_name")
+TEXT_COLUMNS = ("rare_species_id", "kingdom", "phylum", "family", *LOWER_RANKS, "common_name", "license_name",
+                "copyright_owner", "source_url", "md5", "file_name")
 CATALOG_COLUMNS = ("row", "eol_content_id", "eol_page_id", *TEXT_COLUMNS, "path")
 
 

@@ -2,7 +2,9 @@
 
 The real images cannot be fetched everywhere (CI, benchmarks on a closed machine), so tests, the embedded
 demo sample and the benchmarks build from a replica in either layout. Pixels are learnable on purpose: each
-family has its own colour and stripe pattern, so a model that trains correctly scores far above chance.
+family has its own colour and stripe pattern (family_pattern), so a model that trains correctly scores far above
+chance; or, for comparisons across the tree, the pixels carry the taxonomy (taxonomy_pattern): sister families
+look alike as they do in real photos.
 """
 
 import hashlib
@@ -58,15 +60,53 @@ def family_pattern(family: str, width: int, height: int, rng: np.random.Generato
     return image.resize((width, height), Image.BILINEAR)
 
 
+def taxonomy_pattern(eol_page_id: int, width: int, height: int, rng: np.random.Generator) -> Image.Image:
+    """An RGB image built from the species' place in the shipped tree: palette by class, stripe texture by
+    order, the number, size and darkness of blobs by family, a small tint and noise level by species. Sister
+    families share palette and texture and differ in detail, so a model's mistakes can land near or far.
+    """
+    ranks = labels.taxonomy().set_index("eol_page_id").loc[int(eol_page_id)]
+
+    def code(rank: str) -> bytes:
+        return hashlib.sha256(f"{rank}:{ranks[rank]}".encode()).digest()
+
+    palette, texture, detail, species = code("class"), code("order"), code("family"), code("species")
+    small_w, small_h = max(16, width // 8), max(16, height // 8)
+    yy, xx = np.mgrid[0:small_h, 0:small_w].astype(np.float32) / max(small_w, small_h)
+    angle = (texture[0] % 8) * np.pi / 8 + rng.uniform(-0.1, 0.1)
+    frequency = 4 + texture[1] % 10 + rng.uniform(-0.5, 0.5)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * frequency * (np.cos(angle) * xx + np.sin(angle) * yy)
+                                 + rng.uniform(0, 2 * np.pi))
+    colour = np.array(list(palette[:3]), dtype=np.float32) * 0.7 + 50
+    colour += (np.array(list(species[:3]), dtype=np.float32) - 127.5) * 0.08
+    pixels = colour * (0.45 + 0.55 * stripes[..., None])
+    shade = np.ones_like(yy)
+    for _ in range(1 + detail[0] % 3):
+        cy, cx = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8)
+        radius = 0.08 + (detail[1] % 4) * 0.05
+        inside = ((yy * max(small_w, small_h) / small_h - cy) ** 2
+                  + (xx * max(small_w, small_h) / small_w - cx) ** 2) < radius ** 2
+        shade = np.where(inside, 0.25 + (detail[2] % 3) * 0.2, shade)
+    pixels = pixels * shade[..., None] + rng.normal(0, 6 + species[3] % 8, pixels.shape)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return image.resize((width, height), Image.BILINEAR)
+
+
+PIXELS = ("family", "taxonomy")
+
+
 def write_replica(out_dir: os.PathLike, rows: pd.DataFrame, layout: str = "course",
                   taxonomy: pd.DataFrame | None = None, min_side: int = 400, max_side: int = 2400,
-                  quality: int = 85, seed: int = 0) -> pathlib.Path:
+                  quality: int = 85, seed: int = 0, pixels: str = "family") -> pathlib.Path:
     """Writes metadata and one JPEG per row under out_dir in the given layout; returns out_dir.
 
     rows: course-layout metadata rows (columns catalog.COURSE_COLUMNS). taxonomy: Imageomics' annotation
     (rare_species_taxonomy.csv columns); required for the imageomics layout, written beside metadata.csv for
     the course layout when given. Image sides are drawn between min_side and max_side like the real files.
+    pixels: "family" (family_pattern) or "taxonomy" (taxonomy_pattern, by the row's EOL page id).
     """
+    if pixels not in PIXELS:
+        raise ValueError(f"unknown pixels {pixels!r}: use one of {', '.join(PIXELS)}")
     out_dir = pathlib.Path(out_dir)
     rng = np.random.default_rng(seed)
     file_names = rows["file_path"].map(lambda p: p.rsplit("/", 1)[-1])
@@ -84,11 +124,13 @@ def write_replica(out_dir: os.PathLike, rows: pd.DataFrame, layout: str = "cours
         folders = "dataset/" + taxonomy_rows["class"].str.replace(" ", "_").str.lower()
     else:
         raise ValueError(f"unknown layout {layout!r}: use 'course' or 'imageomics'")
-    for name, folder, family in zip(file_names, folders, rows["family"]):
+    for name, folder, family, page in zip(file_names, folders, rows["family"], rows["eol_page_id"]):
         width, height = (int(side) for side in rng.integers(min_side, max_side + 1, size=2))
         target = out_dir / folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        family_pattern(family, width, height, rng).save(target, "JPEG", quality=quality)
+        image = (family_pattern(family, width, height, rng) if pixels == "family"
+                 else taxonomy_pattern(page, width, height, rng))
+        image.save(target, "JPEG", quality=quality)
     return out_dir
 
 

@@ -4,10 +4,11 @@ and what the catalog does with a course download that has no taxonomy file or ro
 import pathlib
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from tfds_rarespecies import catalog, labels
+from tfds_rarespecies import catalog, labels, replica
 
 DATA = pathlib.Path(__file__).parents[1] / "data"
 RANK_COLUMNS = ["eol_page_id", *catalog.LOWER_RANKS, "common_name"]
@@ -61,3 +62,27 @@ def test_a_row_outside_the_tree_is_unplaced_and_the_others_keep_their_ranks(tmp_
 def test_an_unknown_rank_is_refused(rank):
     with pytest.raises(ValueError, match=f"unknown rank '{rank}'"):
         labels.names(rank)
+
+
+def _mean_colour(page: int, draws: int = 6) -> np.ndarray:
+    rng = np.random.default_rng(page)
+    return np.mean([np.asarray(replica.taxonomy_pattern(page, 96, 96, rng), np.float32).mean(axis=(0, 1))
+                    for _ in range(draws)], axis=0)
+
+
+def test_taxonomy_pixels_make_sister_families_look_alike():
+    """The taxonomy replica's palette is the class's: two families of one order are nearer in colour than two
+    species of different classes, so mistakes between sister families are the likely ones."""
+    tree = labels.taxonomy()
+    order = tree.groupby("order")["family"].nunique().idxmax()
+    first, second = (tree[tree["family"] == family]["eol_page_id"].iloc[0]
+                     for family in sorted(tree.loc[tree["order"] == order, "family"].unique())[:2])
+    other_class = tree[tree["class"] != tree.loc[tree["eol_page_id"] == first, "class"].iloc[0]]["eol_page_id"]
+    sisters = np.linalg.norm(_mean_colour(first) - _mean_colour(second))
+    strangers = np.median([np.linalg.norm(_mean_colour(first) - _mean_colour(page)) for page in other_class[:8]])
+    assert sisters < strangers / 2, (sisters, strangers)
+
+
+def test_an_unknown_pixel_kind_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown pixels 'stripes'"):
+        replica.write_replica(tmp_path, pd.DataFrame(), pixels="stripes")
