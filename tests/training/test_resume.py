@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 REPO = pathlib.Path(__file__).parents[2]
-EPOCHS = 20
+EPOCHS = 20  # of 6 steps: long enough that a loaded machine's test process sees epoch 2 before the run ends
 
 
 def command(data_dir, model_dir) -> list[str]:
     return [sys.executable, "-m", "trainer.main", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
             "--dataset_config=small_128", "--backbone=baseline_cnn", "--weights=none", "--image_size=32",
-            "--batch_size=8", "--steps_per_epoch=2", "--phase1_epochs=1", f"--phase2_epochs={EPOCHS}",
+            "--batch_size=8", "--steps_per_epoch=6", "--phase1_epochs=1", f"--phase2_epochs={EPOCHS}",
             "--unfreeze_layers=-1",
             "--early_stopping_patience=1000", "--strategy=one_device"]
 
@@ -28,9 +28,12 @@ def logged_epochs(model_dir: pathlib.Path, phase: str) -> list[int]:
 
 
 def _start_and_stop(data_dir, model_dir, env, stop: signal.Signals) -> subprocess.Popen:
-    """Starts a run and sends it `stop` once phase 2 has logged two epochs."""
+    """Starts a run and sends it `stop` once phase 2 has logged two epochs. The run starts with SIGINT at its
+    default, as from a terminal: a process started with SIGINT ignored keeps ignoring it (Python installs no
+    KeyboardInterrupt handler then), and the test process may have inherited it ignored from its runner."""
     first = subprocess.Popen(command(data_dir, model_dir), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while len(logged_epochs(model_dir, "phase2")) < 2 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
