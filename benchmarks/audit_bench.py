@@ -2,7 +2,10 @@
 planted ones each list holds.
 
     .venv/bin/python -m benchmarks.audit_bench --work_dir=/tmp/rare_species_audit_bench \
-        --weights=../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5
+        --weights=MOBILENETV2_NOTOP.weights.h5
+
+MOBILENETV2_NOTOP.weights.h5: the ImageNet MobileNetV2 weights without top, by path (Keras downloads them to
+~/.keras/models/ on `keras.applications.MobileNetV2(include_top=False)`; never committed).
 
 A replica download (benchmarks.replica_data's rows: --families x --per_family real metadata rows, synthetic
 pixels just above small_128's stored side) gets planted problems in distinct families: text pages, flat colour

@@ -1,7 +1,10 @@
 """CPU prediction: trainer.predict with --backend=keras against LiteRT float32 and int8, end to end.
 
     .venv/bin/python -m benchmarks.predict_bench --work_dir=/tmp/rare_species_predict_bench \
-        --weights=../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5
+        --weights=MOBILENETV2_NOTOP.weights.h5
+
+MOBILENETV2_NOTOP.weights.h5: the ImageNet MobileNetV2 weights without top, by path (Keras downloads them to
+~/.keras/models/ on `keras.applications.MobileNetV2(include_top=False)`; never committed).
 
 Two runs are trained head-only (trainer.train.run, phase 1 on cached embeddings) on a full-size replica
 (benchmarks.replica_data, built as inception_342): InceptionV3 at 299 px (weights=none: no ImageNet weights

@@ -2,7 +2,10 @@
 side: how far the mistakes land, at what family macro-F1, and how much the roll-up answers at 95% precision.
 
     .venv/bin/python -m benchmarks.taxonomy_bench --work_dir=/tmp/rare_species_taxonomy_bench \
-        --weights=../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5
+        --weights=MOBILENETV2_NOTOP.weights.h5
+
+MOBILENETV2_NOTOP.weights.h5: the ImageNet MobileNetV2 weights without top, by path (Keras downloads them to
+~/.keras/models/ on `keras.applications.MobileNetV2(include_top=False)`; never committed).
 
 The replica (benchmarks.replica_data) has real metadata rows with pixels built from the taxonomy
 (tfds_rarespecies.replica.taxonomy_pattern: palette by class, texture by order, detail by family, tint and noise
