@@ -80,9 +80,8 @@ def judged(model_dir: pathlib.Path, data_dir: str) -> dict:
         outcome[split] = (predicted, confidences, np.concatenate(truth))
     (valid_ids, valid_conf, valid_truth), (ids, conf, truth) = outcome["validation"], outcome["test"]
     thresholds = rollup.precision_thresholds(valid_conf, valid_ids == valid_truth, _PRECISION.value)
-    heights = metrics.lca_heights(metrics.taxonomy_paths(tree.rank_names[-1], labels.ancestors("family")))
     return {"macro_f1": metrics.macro_f1(truth[:, -1], ids[:, -1]),
-            "severity": metrics.mistake_severity(truth[:, -1], ids[:, -1], heights),
+            "severity": metrics.mistake_severity(truth[:, -1], ids[:, -1], tree.lca_heights()),
             "coverage": rollup.rollup_outcomes(ids, conf, truth, thresholds, tree.ranks)["coverage"]}
 
 

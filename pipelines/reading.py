@@ -38,26 +38,6 @@ class DatasetInfo:
     num_examples: dict[str, int]
     names: dict[str, tuple[str, ...]]
 
-    def ancestor_ids(self, rank: str, above: str) -> np.ndarray:
-        """The id at rank `above` of each id at `rank` (tfds_rarespecies' shipped tree, by name)."""
-        if above == rank:
-            return np.arange(len(self.names[rank]))
-        name_above = tfds_rarespecies.labels.ancestors(rank)[above]
-        return np.array([self.names[above].index(name_above[name]) for name in self.names[rank]])
-
-    @property
-    def family_names(self) -> tuple[str, ...]:
-        return self.names["family"]
-
-    @property
-    def phylum_names(self) -> tuple[str, ...]:
-        return self.names["phylum"]
-
-    @property
-    def family_phylum(self) -> np.ndarray:
-        """Phylum id of each family id."""
-        return self.ancestor_ids("family", "phylum")
-
 
 def load_builder(cfg: InputConfig) -> tfds.core.DatasetBuilder:
     """The prepared builder, or one error line naming the command that builds it; opened once per dataset

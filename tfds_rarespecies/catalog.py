@@ -230,7 +230,7 @@ def _validate(table: pd.DataFrame, path: pathlib.Path) -> None:
             raise MetadataError(f"{path}: row {row}: column {column}: {table.at[row, column]!r} is not one of the "
                                 f"{len(known)} known {column} names (tfds_rarespecies/rare_species/); "
                                 "fix the row or exclude it")
-    expected_phylum = table["family"].map(labels.family_to_phylum())
+    expected_phylum = table["family"].map(labels.phylum_of("family"))
     wrong = table["phylum"] != expected_phylum
     if wrong.any():
         row = int(table.index[wrong][0])
@@ -246,12 +246,9 @@ def _place_in_tree(table: pd.DataFrame) -> None:
     for rank in LOWER_RANKS:
         table[rank] = table[rank].str.lower()
     shipped = labels.taxonomy().set_index("eol_page_id").reindex(table["eol_page_id"])
-    for rank in LOWER_RANKS:
-        empty = (table[rank] == "").to_numpy()
-        table.loc[empty, rank] = shipped[rank].fillna("").to_numpy()[empty]
-    if "common_name" in table:
-        empty = (table["common_name"] == "").to_numpy()
-        table.loc[empty, "common_name"] = shipped["common_name"].fillna("").to_numpy()[empty]
+    for column in (*LOWER_RANKS, "common_name"):
+        empty = (table[column] == "").to_numpy()
+        table.loc[empty, column] = shipped[column].fillna("").to_numpy()[empty]
     tree = labels.taxonomy()[list(labels.RANKS)]
     placed = table[list(labels.RANKS)].merge(tree.drop_duplicates(), how="left", indicator=True)["_merge"]
     table.loc[(placed == "left_only").to_numpy(), list(LOWER_RANKS)] = ""

@@ -48,6 +48,8 @@ def ancestors(rank: str) -> pd.DataFrame:
     return table.reindex(names(rank))
 
 
-def family_to_phylum() -> dict[str, str]:
-    """Each family belongs to exactly one phylum."""
-    return ancestors("family")["phylum"].to_dict()
+def phylum_of(rank: str) -> dict[str, str]:
+    """Each name of the rank -> its phylum (a phylum is its own)."""
+    if rank == "phylum":
+        return {name: name for name in names(rank)}
+    return ancestors(rank)["phylum"].to_dict()

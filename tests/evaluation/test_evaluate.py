@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from trainer import cli
-from trainer.evaluation import evaluate, metrics, reports, serving, taxonomy
+from trainer.evaluation import evaluate, metrics, reports, serving
 
 
 def test_evaluate_writes_every_report_file(trained_run, split_sizes, capsys):
@@ -99,7 +99,7 @@ def test_rollup_and_few_shot_of_a_run_go_into_its_metrics(trained_run, capsys):
     assert rolled["coverage"] == pytest.approx(sum(rolled["answered_at"].values()))
     assert "roll-up at 90% precision" in capsys.readouterr().out
     results = report.metrics["few_shot"]
-    assert results["split"] == taxonomy.ALL_SPLITS and results["folds"] == 5
+    assert results["split"] == evaluate.ALL_SPLITS and results["folds"] == 5
     assert results["1_shot"]["labels"] >= results["2_shot"]["labels"] > 1 and 0 < results["images"] <= 80
     for key in ("1_shot", "2_shot"):
         assert 0 <= results[key]["mean"] <= 1 and len(results[key]["folds"]) == 5

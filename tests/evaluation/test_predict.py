@@ -31,7 +31,7 @@ def _check_ranked(rows: list[dict]) -> None:
     assert [row["rank"] for row in rows] == list(range(1, TOP_K + 1))
     probabilities = [row["probability"] for row in rows]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
-    phylum_of = labels.family_to_phylum()
+    phylum_of = labels.phylum_of("family")
     assert all(phylum_of[row["family"]] == row["phylum"] for row in rows)
 
 

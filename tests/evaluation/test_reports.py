@@ -13,7 +13,7 @@ from tfds_rarespecies import labels as label_lists
 from trainer.evaluation import metrics, reports
 
 FAMILIES = label_lists.families()
-FAMILY_TO_PHYLUM = label_lists.family_to_phylum()
+FAMILY_TO_PHYLUM = label_lists.phylum_of("family")
 
 
 def _crafted(examples: int, classes: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

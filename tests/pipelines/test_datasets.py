@@ -11,6 +11,7 @@ import pipelines
 from pipelines import augmentation, backbones, balancing, datasets, reading
 from tests.pipelines.test_tinydata import COLOURS, CONFIG, COUNTS, FAMILY_IDS, NAME
 from tests.pipelines.test_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
+from tfds_rarespecies import labels
 
 PALETTE = np.array(list(COLOURS.values()), np.float32)
 SIZE = 32
@@ -197,8 +198,8 @@ def test_dataset_info_names_and_phyla(cfg):
     info = pipelines.dataset_info(cfg)
     assert info.full_name == f"{NAME}/{CONFIG}/1.0.0"
     assert info.num_examples == {split: sum(counts) for split, counts in COUNTS.items()}
-    assert len(info.family_names) == 202 and len(info.phylum_names) == 5
-    assert info.phylum_names[info.family_phylum[info.family_names.index("unionidae")]] == "mollusca"
+    assert len(info.names["family"]) == 202 and len(info.names["phylum"]) == 5
+    assert labels.phylum_of("family")["unionidae"] == "mollusca" and "mollusca" in info.names["phylum"]
 
 
 def test_missing_dataset_names_the_build_command(tmp_path):

@@ -34,12 +34,12 @@ def backbone_embedder(backbone: str, weights: str, size: int) -> keras.Model:
 
 
 def split_embeddings(embedder: keras.Model, batches: tf.data.Dataset,
-                     total: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """(embeddings, file names) of every (images, labels, file_names) batch, in order."""
+                     total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, label ids) of every (images, labels, file_names) batch, in order."""
     embed = tf.function(lambda images: tf.cast(embedder(images, training=False), tf.float32),
                         reduce_retracing=True)
-    rows, names = [], []
-    for images, _, file_names in tqdm.tqdm(batches, total=total, desc="Embedding", unit=" batches"):
+    rows, ids = [], []
+    for images, labels, _ in tqdm.tqdm(batches, total=total, desc="Embedding", unit=" batches"):
         rows.append(embed(images).numpy())
-        names += [name.decode() for name in file_names.numpy()]
-    return np.concatenate(rows), names
+        ids.append(labels.numpy())
+    return np.concatenate(rows), np.concatenate(ids)

@@ -52,10 +52,11 @@ from trainer import cli, inputs
 from trainer import config as config_lib
 from trainer.cli import field
 from trainer.evaluation import (embeddings, few_shot, litert, metrics, predictors, reports, rollup, rollup_file,
-                                serving, taxonomy)
+                                serving)
 from trainer.run_dir import RunFiles
 
 TTA_MODES = ("flip", "crops")
+ALL_SPLITS = "train+validation+test"  # BioCLIP's few-shot protocol uses the whole set
 CROP_FRACTION = 0.875
 EVAL_DIR_NAME = "eval"
 
@@ -84,7 +85,7 @@ class EvaluationConfig:
                                     "e.g. 0.95, applied to --split; 0 = off.", lower=0.0, upper=1.0)
     few_shot: tuple[str, ...] = field((), "Few-shot accuracy (BioCLIP's Rare Species protocol: nearest centroid, "
                                       f"{few_shot.FOLDS} seeded folds) at these images per species, e.g. 1,5.")
-    few_shot_split: str = field(taxonomy.ALL_SPLITS, "Split the few-shot supports and queries come from; a run "
+    few_shot_split: str = field(ALL_SPLITS, "Split the few-shot supports and queries come from; a run "
                                 "has trained on train, so its embeddings have seen those images.")
     backbone: str = field("", "With --few_shot and no --model_dir: the backbone whose embeddings are judged.",
                           choices=("", *pipelines.BACKBONES))
@@ -169,7 +170,7 @@ def evaluate(config: EvaluationConfig) -> reports.Report | dict:
                                              config.few_shot_split, shots, config.seed)
     out_dir = report_dir(config.model_dir, config.split, predictor)
     report = reports.write_report(
-        out_dir, predictions.labels, predictions.probabilities, predictor.names, taxonomy.phylum_of(rank),
+        out_dir, predictions.labels, predictions.probabilities, predictor.names, labels.phylum_of(rank),
         rank=rank, title=f"{info.full_name} {config.split}", file_names=predictions.file_names,
         load_images=lambda indices: images_at(cfg, config.split, predictions.positions[indices]), extra=extra,
         resamples=config.resamples, seed=config.seed, ancestors=ancestors, strata=strata, strata_rank=strata_rank)
@@ -189,14 +190,14 @@ def several_heads_metrics(predictions: SplitPredictions, label_names, strata: np
     prediction's at every rank of rollup.label_tree with its mistake severity at the label rank."""
     tree = rollup.label_tree(label_names)
     ids, _ = tree.predictions(predictions.heads)
-    heights = metrics.lca_heights(metrics.taxonomy_paths(tree.rank_names[-1], labels.ancestors(tree.ranks[-1])))
     heads = {head: metrics.rank_scores(predictions.truth[head], rows.argmax(axis=1), strata, resamples, seed)
              for head, rows in predictions.heads.items()}
     consistent = {rank: metrics.rank_scores(predictions.truth[rank], ids[:, column], strata, resamples, seed)
                   for column, rank in enumerate(tree.ranks)}
     return {"heads": {head: scores for head, scores in heads.items() if scores is not None},
             "consistent": {rank: scores for rank, scores in consistent.items() if scores is not None},
-            "consistent_mistake_severity": metrics.mistake_severity(predictions.labels, ids[:, -1], heights)}
+            "consistent_mistake_severity": metrics.mistake_severity(predictions.labels, ids[:, -1],
+                                                                            tree.lca_heights())}
 
 
 def rollup_metrics(fitted: rollup_file.Calibration, evaluated: SplitPredictions, label_names,
@@ -242,10 +243,10 @@ def evaluate_backbone(config: EvaluationConfig, shots: tuple[int, ...]) -> dict:
 def few_shot_results(embedder, cfg: pipelines.InputConfig, split: str, shots: tuple[int, ...], seed: int) -> dict:
     """The few-shot protocol on the embedder's vectors of the split's images, labelled by species (images the
     build has no species for sit out)."""
-    vectors, names = embeddings.split_embeddings(embedder, evaluation_batches(cfg, split), _batches(cfg, split))
-    table = taxonomy.split_taxonomy(cfg, split).drop_duplicates("file_name").set_index("file_name")
-    species = table["species"].reindex(names).fillna("").to_numpy()
-    known = species != ""
+    by_species = dataclasses.replace(cfg, label_rank="species", heads=())
+    vectors, species = embeddings.split_embeddings(embedder, evaluation_batches(by_species, split),
+                                                   _batches(cfg, split))
+    known = species >= 0
     if not known.any():
         raise EvaluationError(f"split {split} of {cfg.dataset_config} names no species: rebuild the dataset with "
                               "the taxonomy (rare_species_taxonomy.csv) for --few_shot")

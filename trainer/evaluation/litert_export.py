@@ -32,8 +32,9 @@ import numpy as np
 import tensorflow as tf
 
 import pipelines
+from tfds_rarespecies import labels
 from trainer import cli
-from trainer.evaluation import evaluate, litert, metrics, serving, taxonomy
+from trainer.evaluation import evaluate, litert, metrics, serving
 
 FLOORS = {"float32": 0.99, "float16": 0.99, "int8": 0.97}
 CALIBRATION_SPLIT = "train"
@@ -124,7 +125,7 @@ def parity(trained: serving.TrainedModel, converted: litert.LiteRTModel, cfg: pi
 def describe(trained: serving.TrainedModel, info: pipelines.DatasetInfo, plan: Plan, target: litert.LiteRTFiles,
              calibration: list[np.ndarray] | None) -> dict:
     """The metadata a field device needs beside the .tflite (parity and checksum are added once measured)."""
-    phylum_of = taxonomy.phylum_of(trained.label_rank)
+    phylum_of = labels.phylum_of(trained.label_rank)
     size = trained.input_size
     return {
         "format": "litert", "file": target.model.name, "quantization": plan.quantize,

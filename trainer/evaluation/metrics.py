@@ -9,7 +9,7 @@ the rest of the evaluation room.
 
 Conventions: `labels` are integer label ids (n,) at the model's label rank (`rank`, family by default; any of
 the six), `probabilities` are (n, classes) rows of a softmax, `class_names[i]` names label id i and
-`phylum_of` maps each label name to its phylum name (trainer/evaluation/taxonomy.phylum_of). Macro-F1 averages
+`phylum_of` maps each label name to its phylum name (tfds_rarespecies.labels.phylum_of). Macro-F1 averages
 over the labels that occur as truth or prediction (scikit-learn's default): a label the model predicts but the
 split lacks still costs.
 """

@@ -49,10 +49,10 @@ from collections.abc import Sequence
 import numpy as np
 import tqdm
 
-from tfds_rarespecies import imaging
+from tfds_rarespecies import imaging, labels
 from trainer import cli
 from trainer.cli import field
-from trainer.evaluation import litert, predictors, rollup, rollup_file, serving, taxonomy
+from trainer.evaluation import litert, predictors, rollup, rollup_file, serving
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 OUTPUT_SUFFIXES = ("", ".csv", ".json")
@@ -94,7 +94,7 @@ class Answering:
     @classmethod
     def of(cls, predictor: predictors.Predictor, calibrated: rollup_file.Calibration | None = None,
            precision: float = 0.0) -> "Answering":
-        return cls(rollup.label_tree(predictor.label_names), taxonomy.phylum_of(predictor.label_rank),
+        return cls(rollup.label_tree(predictor.label_names), labels.phylum_of(predictor.label_rank),
                    calibrated, None if calibrated is None else calibrated.thresholds(precision))
 
 

@@ -62,6 +62,10 @@ class Tree:
         """consistent_probabilities of the heads' rows: each rank's (n, labels), the label rank's last."""
         return consistent_probabilities(self.rank_probabilities(heads), self.leaf_paths)
 
+    def lca_heights(self) -> np.ndarray:
+        """(labels, labels) LCA heights of the label rank's names in the shipped tree (metrics.lca_heights)."""
+        return metrics.lca_heights(metrics.taxonomy_paths(self.rank_names[-1], labels.ancestors(self.ranks[-1])))
+
     def predictions(self, heads: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """consistent_predictions of the heads' rows: (ids, confidences), each (n, ranks)."""
         return consistent_predictions(self.rank_probabilities(heads), self.leaf_paths)

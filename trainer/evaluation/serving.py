@@ -32,9 +32,9 @@ import tensorflow as tf
 
 import pipelines  # noqa: F401  (registers the layers model.keras names)
 from pipelines import images as pipeline_images
+from tfds_rarespecies import labels
 from trainer import cli
 from trainer import objectives  # noqa: F401  (registers the loss and metrics a head compiled alone keeps)
-from trainer.evaluation import taxonomy
 from trainer.run_dir import RunFiles
 
 DEFAULT_TOP_K = 5
@@ -160,7 +160,7 @@ class ServingModel:
     def __init__(self, trained: TrainedModel, top_k: int = DEFAULT_TOP_K):
         self.trained = trained
         self.top_k = max(1, min(top_k, len(trained.names)))
-        phylum_of = taxonomy.phylum_of(trained.label_rank)
+        phylum_of = labels.phylum_of(trained.label_rank)
         self._names = tf.constant(trained.names)
         self._phyla = tf.constant([phylum_of[name] for name in trained.names])
         self.classify_images = tf.function(self._classify_images, input_signature=[PIXELS_SPEC])
