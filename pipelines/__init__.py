@@ -18,7 +18,7 @@ Public API (everything the trainer needs; the modules hold one concern each):
 - `model_front_layers(cfg)` (model_front): augmentation + `BackboneScaling` for the front of the model when
   `cfg.augment_on_device`; empty otherwise.
 - `augmentation_layers(name, strength=1.0, seed=0)` (augmentation): the Keras layers of a named recipe.
-- `dataset_info(cfg) -> DatasetInfo` (reading): examples per split, each rank's names.
+- `dataset_info(cfg) -> DatasetInfo` (reading): examples per split, each rank's names, the dataset's tree.
 - `label_counts(cfg, split="train", rank="")` (reading): examples per label id at a rank (cfg.label_rank by
   default), from one pass over the labels and JPEG
   headers (which also sizes the training cache), cached per process.

@@ -1,7 +1,7 @@
 """Reading the built TFDS dataset: its builder, the raw examples one input pipeline reads, its label counts.
 
 Pipelines read only what `tfds build` wrote (dataset_info.json and the TFRecords), never the download.
-Importing `tfds_rarespecies` (for its shipped taxonomy) also registers `rare_species`. The image
+Importing `tfds_rarespecies` (for its label classes) also registers `rare_species`. The image
 stays JPEG bytes (SkipDecoding) so the parallel map decodes it, cropping while it decodes (pipelines.images);
 of the other features only the labels and the file name are parsed (PartialDecoding).
 """
@@ -32,11 +32,15 @@ class DatasetInfo:
       full_name: "name/config/version", part of every cache key.
       num_examples: examples per split.
       names: each rank's ClassLabel names; label ids index them.
+      taxonomy: the tree the build stored in its metadata (labels.METADATA_KEY): the shipped one, or the
+        download's own (labels="from_metadata"); a dataset without it was built before the builder stored it,
+        with the shipped one.
     """
 
     full_name: str
     num_examples: dict[str, int]
     names: dict[str, tuple[str, ...]]
+    taxonomy: tfds_rarespecies.labels.Taxonomy
 
 
 def load_builder(cfg: InputConfig) -> tfds.core.DatasetBuilder:
@@ -91,13 +95,13 @@ def read_examples(builder: tfds.core.DatasetBuilder, split: str, training: bool,
 
 def label_counts(cfg: InputConfig, split: str = "train", rank: str = "") -> np.ndarray:
     """Examples per label id at the rank (default cfg.label_rank; length = number of its names) in the split;
-    refuses a split with images the rank cannot name (-1: outside the shipped tree), which no head can learn."""
+    refuses a split with images the rank cannot name (-1: outside the dataset's tree), which no head can learn."""
     rank = rank or cfg.label_rank
     ids = _split_census(cfg.dataset_name, cfg.dataset_config, cfg.data_dir, split)[0][rank]
     unplaced = int((ids < 0).sum())
     if unplaced:
         raise ValueError(f"{unplaced} of the {len(ids)} {split} images of {cfg.dataset_name}/{cfg.dataset_config} "
-                         f"have no {rank} (outside the shipped taxonomy: see the build report): train at a rank "
+                         f"have no {rank} (outside the dataset's taxonomy: see the build report): train at a rank "
                          f"they have (--label_rank, --heads) or exclude them and rebuild")
     return np.bincount(ids, minlength=len(dataset_info(cfg).names[rank]))
 
@@ -120,10 +124,13 @@ def label_ids(cfg: InputConfig, names) -> list[int]:
 def dataset_info(cfg: InputConfig) -> DatasetInfo:
     """The built dataset's sizes and label names, read from the one opened builder."""
     builder = load_builder(cfg)
+    stored = (builder.info.metadata or {}).get(tfds_rarespecies.labels.METADATA_KEY)
     return DatasetInfo(
         full_name=builder.info.full_name,
         num_examples={name: split.num_examples for name, split in builder.info.splits.items()},
-        names={rank: tuple(builder.info.features[rank].names) for rank in tfds_rarespecies.labels.RANKS})
+        names={rank: tuple(builder.info.features[rank].names) for rank in tfds_rarespecies.labels.RANKS},
+        taxonomy=(tfds_rarespecies.labels.Taxonomy.from_text(stored) if stored
+                  else tfds_rarespecies.labels.shipped()))
 
 
 @functools.cache

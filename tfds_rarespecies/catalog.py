@@ -27,6 +27,8 @@ LICENSE_COLUMNS = ("eol_content_id", "md5", "license_name", "copyright_owner")
 EXCLUSIONS_FILE = "exclusions.csv"
 EXCLUSION_COLUMNS = ("rare_species_id", "reason")
 SHIPPED_TAXONOMY = "shipped annotation"
+NO_TAXONOMY = "download, which has none"
+LABEL_SOURCES = ("shipped", "from_metadata")  # the builder config's `labels`
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 
 LOWER_RANKS = ("class", "order", "genus", "species")  # phylum and family come with every layout's metadata
@@ -50,7 +52,9 @@ class Download:
       table: one row per metadata row, columns CATALOG_COLUMNS; `path` is None when the file is missing.
       unnamed_files: image files under the root that no metadata row names (relative paths, sorted).
       taxonomy_source: where class/order/genus/species came from: the download's own file or catalog, or the
-        shipped annotation (tfds_rarespecies/labels.py) for a course download without one.
+        shipped annotation (tfds_rarespecies/labels.py) for a course download without one (with shipped labels).
+      taxonomy: the label lists and tree of the build: the shipped one, or the download's own rows' paths
+        (labels="from_metadata").
     """
 
     root: pathlib.Path
@@ -59,6 +63,7 @@ class Download:
     table: pd.DataFrame
     unnamed_files: list[str]
     taxonomy_source: str
+    taxonomy: labels.Taxonomy
 
 
 def find_root(manual_dir: os.PathLike) -> tuple[pathlib.Path, str] | None:
@@ -75,14 +80,18 @@ def find_root(manual_dir: os.PathLike) -> tuple[pathlib.Path, str] | None:
     return None
 
 
-def read_download(root: os.PathLike, layout: str) -> Download:
-    """Reads and validates the metadata of a located download and finds each row's image file."""
+def read_download(root: os.PathLike, layout: str, label_source: str = "shipped") -> Download:
+    """Reads and validates the metadata of a located download and finds each row's image file.
+
+    label_source "shipped": every phylum and family must be one of the shipped taxonomy's, and ranks the
+    download lacks are filled from it; "from_metadata": any names, the tree is the download's own rows."""
     root = pathlib.Path(root)
+    shipped = label_source == "shipped"
     if layout == "course":
         metadata_path = root / COURSE_METADATA
         table = _course_table(_read_csv(metadata_path, COURSE_COLUMNS))
         taxonomy_path = next((root / name for name in TAXONOMY_FILES if (root / name).exists()), None)
-        taxonomy_source = taxonomy_path.name if taxonomy_path else SHIPPED_TAXONOMY
+        taxonomy_source = taxonomy_path.name if taxonomy_path else SHIPPED_TAXONOMY if shipped else NO_TAXONOMY
         if taxonomy_path:
             table = _join_taxonomy(table, taxonomy_path)
     else:
@@ -92,12 +101,18 @@ def read_download(root: os.PathLike, layout: str) -> Download:
         if (root / IMAGEOMICS_LICENSES).exists():
             table = _join_licenses(table, root / IMAGEOMICS_LICENSES)
     _validate(table, metadata_path)
-    _place_in_tree(table)
+    if shipped:
+        _check_shipped_names(table, metadata_path)
+        _place_in_tree(table)
+    else:
+        _check_family_phyla(table, metadata_path)
+        _place_in_own_tree(table)
     files, folders = _index_image_files(root)
     table["path"] = [files.get(name, folders.get(name)) for name in table["file_name"]]
     named = set(table["file_name"])
     unnamed = sorted(str(path.relative_to(root)) for name, path in files.items() if name not in named)
-    return Download(root, layout, metadata_path, table[list(CATALOG_COLUMNS)], unnamed, taxonomy_source)
+    return Download(root, layout, metadata_path, table[list(CATALOG_COLUMNS)], unnamed, taxonomy_source,
+                    labels.shipped() if shipped else labels.Taxonomy.of_rows(table))
 
 
 def read_exclusions(path: os.PathLike) -> dict[str, str]:
@@ -222,6 +237,11 @@ def _validate(table: pd.DataFrame, path: pathlib.Path) -> None:
             first = int(table.index[table[column] == table.at[row, column]][0])
             raise MetadataError(f"{path}: row {row}: column {column}: duplicate {table.at[row, column]!r} "
                                 f"(first at row {first}); each image must appear once")
+    table["row"] = table.index
+
+
+def _check_shipped_names(table: pd.DataFrame, path: pathlib.Path) -> None:
+    """Every kingdom, phylum and family one of the shipped taxonomy's, and each family under its phylum."""
     for column, known in (("kingdom", labels.KINGDOMS), ("phylum", labels.phyla()),
                           ("family", labels.families())):
         unknown = ~table[column].isin(known)
@@ -229,14 +249,44 @@ def _validate(table: pd.DataFrame, path: pathlib.Path) -> None:
             row = int(table.index[unknown][0])
             raise MetadataError(f"{path}: row {row}: column {column}: {table.at[row, column]!r} is not one of the "
                                 f"{len(known)} known {column} names (tfds_rarespecies/rare_species/); "
-                                "fix the row or exclude it")
+                                "fix the row, exclude it, or for another collection build with the config "
+                                "field labels=\"from_metadata\"")
     expected_phylum = table["family"].map(labels.phylum_of("family"))
     wrong = table["phylum"] != expected_phylum
     if wrong.any():
         row = int(table.index[wrong][0])
         raise MetadataError(f"{path}: row {row}: column phylum: family {table.at[row, 'family']!r} belongs to "
                             f"{expected_phylum[row]!r}, not {table.at[row, 'phylum']!r}; fix the row")
-    table["row"] = table.index
+
+
+def _check_family_phyla(table: pd.DataFrame, path: pathlib.Path) -> None:
+    """A download's own labels: each family under one phylum (the first row naming it decides), so the
+    family -> phylum step of the tree is never ambiguous."""
+    first = table.groupby("family", sort=False)["phylum"].transform("first")
+    wrong = table["phylum"] != first
+    if wrong.any():
+        row = int(table.index[wrong][0])
+        family = table.at[row, "family"]
+        earlier = int(table.index[(table["family"] == family) & ~wrong][0])
+        raise MetadataError(f"{path}: row {row}: column phylum: family {family!r} is under {first[row]!r} at row "
+                            f"{earlier}, not {table.at[row, 'phylum']!r}; fix one of the rows")
+
+
+def _place_in_own_tree(table: pd.DataFrame) -> None:
+    """A download's own tree: a row is placed when it names every rank and each name sits under the parent
+    the first placed row naming it gave; the lower ranks of any other row are emptied (unplaced, counted)."""
+    for rank in LOWER_RANKS:
+        table[rank] = table[rank].str.lower()
+    placed = (table[list(LOWER_RANKS)] != "").all(axis=1)
+    while True:
+        rows = table[placed]
+        agrees = pd.Series(True, index=rows.index)
+        for parent, rank in zip(labels.RANKS, labels.RANKS[1:]):
+            agrees &= rows[parent] == rows.groupby(rank, sort=False)[parent].transform("first")
+        if agrees.all():
+            break
+        placed[agrees.index[~agrees]] = False
+    table.loc[~placed, list(LOWER_RANKS)] = ""
 
 
 def _place_in_tree(table: pd.DataFrame) -> None:

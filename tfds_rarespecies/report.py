@@ -35,6 +35,8 @@ class BuildReport:
     images_in_duplicate_groups: int
     taxonomy_source: str
     unplaced_written: int
+    label_source: str  # the config's labels: "shipped" or "from_metadata"
+    label_counts: dict  # names per rank in the dataset's label lists
     executor: dict  # {"name": "local", "workers": N} or {"name": "beam", "options": {...set options...}}
 
     def check(self) -> None:
@@ -68,7 +70,8 @@ class BuildReport:
             "unnamed_files": len(self.unnamed_files),
             "unmatched_exclusions": self.unmatched_exclusions,
             "species_disjoint_fallback_families": self.species_fallback_families,
-            "taxonomy": {"source": self.taxonomy_source, "unplaced_written": self.unplaced_written},
+            "taxonomy": {"source": self.taxonomy_source, "unplaced_written": self.unplaced_written,
+                         "labels": self.label_source, "names": self.label_counts},
             "executor": self.executor,
         }
 
@@ -91,8 +94,10 @@ class BuildReport:
         lines.append(f"  duplicate groups kept within one split: {s['duplicate_groups']} "
                      f"({s['images_in_duplicate_groups']} images)")
         lines.append(f"  taxonomy (class, order, genus, species) from the {self.taxonomy_source}"
-                     + (f"; {self.unplaced_written} written images outside the shipped tree have none (-1)"
+                     + (f"; {self.unplaced_written} written images outside the tree have none (-1)"
                         if self.unplaced_written else ""))
+        lines.append(f"  labels {'shipped' if self.label_source == 'shipped' else 'from the metadata'}: "
+                     + ", ".join(f"{rank} {n}" for rank, n in self.label_counts.items()))
         if self.unnamed_files:
             lines.append(f"  files on disk that no metadata row names: {len(self.unnamed_files)} "
                          f"(first: {self.unnamed_files[0]})")

@@ -54,6 +54,9 @@ class RareSpeciesConfig(tfds.core.BuilderConfig):
       follow_symlinks_out: read image files that are symlinks to places outside --manual_dir (e.g. another
         disk); by default they are skipped as `outside_download`, so a download cannot make the build read,
         hash and store whatever file on the machine a link points at.
+      labels: "shipped": the label lists and tree shipped with the package (Rare Species' 202 families, 5
+        phyla, ...; any other family stops the build); "from_metadata": every rank's names and the tree read
+        from the download's own metadata (any EOL-format collection), sorted, stored in the dataset.
     """
 
     def __new__(cls, *args, **fields):
@@ -79,6 +82,7 @@ class RareSpeciesConfig(tfds.core.BuilderConfig):
     exclusions: str = ""
     num_workers: int = 0
     follow_symlinks_out: bool = False
+    labels: str = "shipped"
 
 
 # The integer fields' ranges: (lowest, highest or None).
@@ -116,15 +120,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     _beam = (None, None)
 
     def _info(self) -> tfds.core.DatasetInfo:
+        """The features; with labels from the metadata the rank ClassLabels get their names once the download
+        is read (_split_generators), and a built dataset restores them from its label files."""
         text = tfds.features.Text()
+        shipped = self.builder_config.labels == "shipped"
         features = {
             "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
             "file_name": text,
             "rare_species_id": text,
             "eol_content_id": np.int64,
             "eol_page_id": np.int64,
-            "kingdom": tfds.features.ClassLabel(names=labels.KINGDOMS),
-            **{rank: tfds.features.ClassLabel(names=labels.names(rank)) for rank in labels.RANKS},
+            "kingdom": tfds.features.ClassLabel(names=labels.KINGDOMS if shipped else None),
+            **{rank: tfds.features.ClassLabel(names=labels.names(rank) if shipped else None)
+               for rank in labels.RANKS},
             **{name: text for name in ("common_name", "license_name", "copyright_owner", "source_url")},
             "original_width": np.int32,
             "original_height": np.int32,
@@ -150,7 +158,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         config: RareSpeciesConfig = self.builder_config
         _check_config(config)
         manual_dir = _manual_dir(dl_manager)
-        download = catalog.read_download(*_locate(dl_manager, manual_dir))
+        download = catalog.read_download(*_locate(dl_manager, manual_dir), label_source=config.labels)
+        self._store_taxonomy(download)
         table = download.table.copy()
         table["status"], table["reason"], table["detail"], table["split"] = "", "", "", ""
         unmatched = _apply_exclusions(table, _exclusions_path(config, download.root))
@@ -171,6 +180,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                                  "workers": preparing.worker_count(config.num_workers)})
         self.info.metadata["build_report"] = _summary(self.data_dir)
         return {split: self._generate_examples(table[table["split"] == split]) for split in splits.SPLITS}
+
+    def _store_taxonomy(self, download: catalog.Download) -> None:
+        """The build's label lists (into the ClassLabels, when read from the metadata) and its tree (into the
+        dataset's metadata, where pipelines and the trainer read it), before any example is encoded."""
+        if self.builder_config.labels == "from_metadata":
+            self.info.features["kingdom"].names = sorted(download.table["kingdom"].unique())
+            for rank in labels.RANKS:
+                self.info.features[rank].names = list(download.taxonomy.names(rank))
+        self.info.metadata[labels.METADATA_KEY] = download.taxonomy.to_text()
 
     def _generate_examples(self, rows: pd.DataFrame):
         """Yields the prepared JPEG of each written row, removing its scratch file once read."""
@@ -291,6 +309,9 @@ def _check_config(config: RareSpeciesConfig) -> None:
             bounds = f"from {lower} to {upper}" if upper is not None else f"at least {lower}"
             raise errors.BuildError(f"--config={config.name}: field {field} is {value!r}; it must be an integer "
                                     f"{bounds}")
+    if config.labels not in catalog.LABEL_SOURCES:
+        raise errors.BuildError(f"--config={config.name}: field labels is {config.labels!r}; it must be one of "
+                                f"{', '.join(catalog.LABEL_SOURCES)}")
     try:
         splits.check_scheme(config.split_scheme, config.fractions)
     except (ValueError, TypeError) as exc:
@@ -439,4 +460,6 @@ def _make_report(download: catalog.Download, table: pd.DataFrame, groups: list[i
         duplicate_groups=int((group_sizes > 1).sum()),
         images_in_duplicate_groups=int(group_sizes[group_sizes > 1].sum()),
         taxonomy_source=download.taxonomy_source, unplaced_written=int(catalog.unplaced(written).sum()),
+        label_source=config.labels,
+        label_counts={rank: len(download.taxonomy.names(rank)) for rank in labels.RANKS},
         executor=executor)
