@@ -87,6 +87,9 @@ class Config:
     momentum: float = field(0.9, "SGD momentum.", lower=0, upper=1)
     weight_decay: float = field(1e-4, "AdamW decoupled weight decay.", lower=0)
     label_smoothing: float = field(0.1, "Label smoothing of the cross-entropy losses.", lower=0, upper=0.99)
+    soft_labels_beta: float = field(0.0, "Hierarchy-aware soft labels (Bertinetto et al., CVPR 2020): each head's "
+                                         "target is exp(-beta * LCA height to the truth), normalised, so near "
+                                         "misses cost less; smaller is softer (e.g. 4); 0 = one-hot.", lower=0)
     early_stopping_patience: int = field(5, "Epochs without a better validation macro-F1 before a phase stops.",
                                          lower=1)
     plateau_patience: int = field(2, "Epochs without improvement before ReduceLROnPlateau halves a constant "

@@ -56,6 +56,11 @@ class RunFiles:
         return self.model_dir / "labels.json"
 
     @property
+    def taxonomy(self) -> pathlib.Path:
+        """The dataset's tree the model was trained on (tfds_rarespecies.labels.Taxonomy.to_text)."""
+        return self.model_dir / "taxonomy.tsv"
+
+    @property
     def metrics(self) -> pathlib.Path:
         return self.model_dir / "metrics.json"
 

@@ -28,7 +28,7 @@ import pipelines
 from trainer import callbacks as callbacks_lib
 from trainer import distribute, inputs, models, objectives, schedules
 from trainer.config import Config, ConfigError, flagfile_text, validate
-from trainer.evaluation import metrics, rollup_file
+from trainer.evaluation import metrics, rollup, rollup_file
 from trainer.run_dir import RunFiles, replace_atomically, write_atomically
 
 PHASES = ("phase1", "phase2", "oversample")
@@ -209,7 +209,14 @@ class _Trainer:
             optimizer = schedules.optimizer(config.optimizer, rate, config.momentum, config.weight_decay)
             model.compile(optimizer=optimizer, jit_compile=config.jit_compile, **objectives.compile_arguments(
                 config.label_rank, config.aux_loss_weight, config.label_smoothing,
-                {rank: len(self.info.names[rank]) for rank in config.head_ranks}, one_hot_labels))
+                {rank: len(self.info.names[rank]) for rank in config.head_ranks}, one_hot_labels,
+                config.soft_labels_beta, self._lca_heights() if config.soft_labels_beta else None))
+
+    def _lca_heights(self) -> dict[str, np.ndarray]:
+        """Each head's LCA heights between its labels in the dataset's tree (--soft_labels_beta's distances)."""
+        taxonomy = self.info.taxonomy
+        return {rank: metrics.lca_heights(metrics.taxonomy_paths(self.info.names[rank], taxonomy.ancestors(rank)))
+                for rank in self.config.head_ranks}
 
     def _load_best(self) -> None:
         """Best checkpoint's layer weights into the model; the optimizer state in the file belongs to the
@@ -285,8 +292,10 @@ class _Trainer:
         label_names = {rank: list(self.info.names[rank]) for rank in (config.label_rank, *config.head_ranks)}
         if self.chief:
             write_atomically(files.labels, json.dumps(label_names, indent=1))
+            write_atomically(files.taxonomy, self.info.taxonomy.to_text())
             # The roll-up's temperatures and validation confidences, for predict --rollup_precision.
-            rollup_file.write(files.model_dir, rollup_file.fit(label_names, *every_head["validation"]))
+            rollup_file.write(files.model_dir, rollup_file.fit(
+                rollup.label_tree(label_names, self.info.taxonomy), *every_head["validation"]))
         results = {
             "best_val_macro_f1": callbacks_lib.best_logged(files.history(PHASES), self.monitor),
             **{name: metrics.headline_metrics(*pair) for name, pair in evaluated.items()},

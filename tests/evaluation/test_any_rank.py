@@ -89,7 +89,7 @@ def test_predictions_of_hierarchical_heads_never_leave_the_predicted_order(hiera
                                                                           tmp_path):
     trained = serving.load_trained(hierarchical_run)
     assert trained.label_rank == "family" and set(trained.label_names) == {"phylum", "order", "family"}
-    tree = rollup.label_tree(trained.label_names)
+    tree = rollup.label_tree(trained.label_names, trained.taxonomy)
     heads = trained.probabilities(np.stack([pattern(32, 32, seed) for seed in range(64)]))
     ids, confidences = tree.predictions(heads)
     assert (tree.leaf_paths[ids[:, -1]] == ids).all()     # the family's path is the predicted path
@@ -137,7 +137,7 @@ def test_rollup_without_calibration_names_the_command_that_writes_it(trained_run
     for name in ("model", "labels", "flagfile"):
         shutil.copy(getattr(RunFiles(pathlib.Path(trained_run)), name), getattr(RunFiles(model_dir), name))
     refusal = "has no calibration.json; write it with `python -m trainer.evaluate --model_dir=.* --rollup_precision"
-    with pytest.raises(predict.PredictError, match=refusal) as raised:
+    with pytest.raises(rollup_file.CalibrationFileError, match=refusal) as raised:
         predict.run(predict.PredictSettings(str(model_dir), 2, rollup_precision=0.9), [str(photo_folder)])
     assert "\n" not in str(raised.value)
     evaluate.evaluate(evaluate.EvaluationConfig(str(model_dir), split="validation", resamples=10,

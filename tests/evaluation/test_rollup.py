@@ -46,6 +46,20 @@ def test_a_label_rank_head_alone_gives_its_sums_to_the_ranks_above():
                                [[0.5, 0.5, 0]])
 
 
+def test_least_risk_answers_a_sister_family_when_the_mass_lies_in_one_order():
+    tree = rollup.Tree(RANKS, (("p",), ("c",), ORDERS, FAMILIES), PATHS)
+    np.testing.assert_array_equal(tree.lca_heights(), [[0, 1, 2], [1, 0, 2], [2, 2, 0]])
+    families = np.array([[0.3, 0.3, 0.4], [0.1, 0.1, 0.8]])
+    # expected LCA heights: f1 0.3*1 + 0.4*2 = 1.1, f2 1.1, f3 0.3*2 + 0.3*2 = 1.2: f1 (the first of the tie)
+    np.testing.assert_allclose(families @ tree.lca_heights(), [[1.1, 1.1, 1.2], [1.7, 1.7, 0.4]])
+    ids, confidences = tree.predictions({"family": families}, "crm")
+    assert ids[:, 3].tolist() == [0, 2] and ids[:, 2].tolist() == [0, 1]
+    np.testing.assert_allclose(confidences[0], [1.0, 1.0, 0.6, 0.3])
+    assert tree.predictions({"family": families})[0][:, 3].tolist() == [2, 2]
+    with pytest.raises(ValueError, match="choose one of argmax, crm"):
+        tree.predictions({"family": families}, "top_down")
+
+
 def test_roll_up_answers_at_the_deepest_rank_that_reaches_its_threshold():
     names = ("chordata", "reptilia", "testudines", "cheloniidae")
     thresholds = (0.5, 0.9, 0.8, 0.7)

@@ -12,7 +12,7 @@ LABEL_NAMES = {"family": labels.names("family"), "phylum": labels.names("phylum"
 def _validation(examples: int = 300, seed: int = 0):
     """Family ids with over-confident family and phylum heads that are right most of the time."""
     rng = np.random.default_rng(seed)
-    tree = rollup.label_tree(LABEL_NAMES)
+    tree = rollup.label_tree(LABEL_NAMES, labels.shipped())
     truth = rng.integers(0, len(LABEL_NAMES["family"]), examples)
     heads = {}
     for rank, ids in (("family", truth), ("phylum", tree.leaf_paths[truth, 0])):
@@ -24,12 +24,12 @@ def _validation(examples: int = 300, seed: int = 0):
 
 def test_fit_stores_sorted_confidences_whose_thresholds_reach_the_precision(tmp_path):
     truth, heads = _validation()
-    fitted = rollup_file.fit(LABEL_NAMES, truth, heads)
+    fitted = rollup_file.fit(rollup.label_tree(LABEL_NAMES, labels.shipped()), truth, heads)
     assert fitted.ranks == ("phylum", "class", "order", "family") and set(fitted.temperatures) == {"phylum", "family"}
     assert all(temperature > 1 for temperature in fitted.temperatures.values())  # softens over-confident heads
     for head in fitted.temperatures:
         assert fitted.validation["nll_scaled"][head] < fitted.validation["nll"][head]
-    tree = rollup.label_tree(LABEL_NAMES)
+    tree = rollup.label_tree(LABEL_NAMES, labels.shipped())
     ids, confidences = tree.predictions(fitted.scaled(heads))
     right = ids == tree.leaf_paths[truth]
     thresholds = fitted.thresholds(0.9)

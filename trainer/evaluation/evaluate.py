@@ -10,10 +10,10 @@ and hands the labels and probabilities at the model's label rank (labels.json's 
 ...) to trainer.reports: metrics.json, per_class.csv (its name column titled by the rank), confusions.csv,
 confusion_matrix.png, reliability.png, risk_coverage.png, mistakes.png and mistakes.html (thumbnails in
 mistakes/); then prints a one-screen summary. The mistake severity, hierarchical distances and the ranks above
-the label rank use the shipped tree (tfds_rarespecies.labels.ancestors); the intervals are BCa, resampled within
+the label rank use the model's tree (its dataset's, copied into the run: taxonomy.tsv); the intervals are BCa, resampled within
 family for a label rank below family (genus, species) and within the label otherwise
 (metrics.bootstrap_intervals). The headline numbers are the label rank's own head, the ones train.run writes.
-Images without an id at the label rank (outside the shipped taxonomy: see the build report) sit out, counted
+Images without an id at the label rank (outside the dataset's taxonomy: see the build report) sit out, counted
 in metrics.json's "outside_taxonomy".
 A model with several heads adds "heads" (each head's accuracy and macro-F1 against the truth at its rank, with
 intervals) and "consistent" (the tree-consistent prediction of rollup.label_tree, at every rank from phylum to
@@ -154,26 +154,25 @@ def evaluate(config: EvaluationConfig) -> reports.Report | dict:
                                                                                  predictions.probabilities))
     strata_rank = stratum_rank(rank)
     strata = predictions.truth[strata_rank]
-    ancestors = labels.ancestors(rank)
+    tree = rollup.label_tree(predictor.label_names, predictor.taxonomy)
     if len(predictor.label_names) > 1:
-        extra.update(several_heads_metrics(predictions, predictor.label_names, strata, config.resamples,
-                                           config.seed))
+        extra.update(several_heads_metrics(predictions, tree, strata, config.resamples, config.seed))
     if config.rollup_precision:
         validation = (predictions if config.split == "validation" else
                       predict_split(predictor, cfg, "validation", config.tta))
-        fitted = rollup_file.fit(predictor.label_names, validation.labels, validation.heads)
+        fitted = rollup_file.fit(tree, validation.labels, validation.heads)
         if config.backend == "keras" and not config.tta and rollup_file.read(config.model_dir) is None:
             print(f"calibration written to {rollup_file.write(config.model_dir, fitted)}")
-        extra.update(rollup_metrics(fitted, predictions, predictor.label_names, config.rollup_precision))
+        extra.update(rollup_metrics(fitted, predictions, tree, config.rollup_precision))
     if shots:
         extra["few_shot"] = few_shot_results(embeddings.run_embedder(predictor.model), cfg,
                                              config.few_shot_split, shots, config.seed)
     out_dir = report_dir(config.model_dir, config.split, predictor)
     report = reports.write_report(
-        out_dir, predictions.labels, predictions.probabilities, predictor.names, labels.phylum_of(rank),
+        out_dir, predictions.labels, predictions.probabilities, predictor.names, predictor.taxonomy.phylum_of(rank),
         rank=rank, title=f"{info.full_name} {config.split}", file_names=predictions.file_names,
         load_images=lambda indices: images_at(cfg, config.split, predictions.positions[indices]), extra=extra,
-        resamples=config.resamples, seed=config.seed, ancestors=ancestors, strata=strata, strata_rank=strata_rank)
+        resamples=config.resamples, seed=config.seed, ancestors=predictor.taxonomy.ancestors(rank), strata=strata, strata_rank=strata_rank)
     print(reports.format_summary(report, heading=f"{info.full_name} {config.split} -> {out_dir}"))
     return report
 
@@ -184,11 +183,10 @@ def stratum_rank(label_rank: str) -> str:
     return "family" if labels.RANKS.index(label_rank) > labels.RANKS.index("family") else label_rank
 
 
-def several_heads_metrics(predictions: SplitPredictions, label_names, strata: np.ndarray, resamples: int,
+def several_heads_metrics(predictions: SplitPredictions, tree: rollup.Tree, strata: np.ndarray, resamples: int,
                           seed: int) -> dict:
     """Each head's own accuracy and macro-F1 against the truth at its rank, and the tree-consistent
-    prediction's at every rank of rollup.label_tree with its mistake severity at the label rank."""
-    tree = rollup.label_tree(label_names)
+    prediction's at every rank of the model's tree with its mistake severity at the label rank."""
     ids, _ = tree.predictions(predictions.heads)
     heads = {head: metrics.rank_scores(predictions.truth[head], rows.argmax(axis=1), strata, resamples, seed)
              for head, rows in predictions.heads.items()}
@@ -200,11 +198,10 @@ def several_heads_metrics(predictions: SplitPredictions, label_names, strata: np
                                                                             tree.lca_heights())}
 
 
-def rollup_metrics(fitted: rollup_file.Calibration, evaluated: SplitPredictions, label_names,
+def rollup_metrics(fitted: rollup_file.Calibration, evaluated: SplitPredictions, tree: rollup.Tree,
                    target: float) -> dict:
     """The validation fit (temperatures and their NLL) and how the roll-up at `target` precision, with the
     thresholds chosen on validation, answers the evaluated split."""
-    tree = rollup.label_tree(label_names)
     scaled = fitted.scaled(evaluated.heads)
     ids, confidences = tree.predictions(scaled)
     return {"calibration": {"temperatures": dict(fitted.temperatures),
@@ -287,7 +284,7 @@ def evaluation_inputs(model_dir: str, predictor: predictors.Predictor, data_dir:
 def predict_split(predictor: predictors.Predictor, cfg: pipelines.InputConfig, split: str,
                   tta: tuple[str, ...] = ()) -> SplitPredictions:
     """Every head's softmax rows of every example of the split (averaged over the TTA views), with its ids at
-    every rank and its file name; examples without an id at the label rank (outside the shipped taxonomy, -1:
+    every rank and its file name; examples without an id at the label rank (outside the dataset's taxonomy, -1:
     see the build report) sit out and are counted."""
     dataset = evaluation_batches(cfg, split)
     modes = [mode for mode in TTA_MODES if mode in tta]
@@ -308,7 +305,7 @@ def predict_split(predictor: predictors.Predictor, cfg: pipelines.InputConfig, s
     placed = truth[predictor.label_rank] >= 0
     if not placed.any():
         raise EvaluationError(f"split {split} of {cfg.dataset_config}: no image has a {predictor.label_rank} "
-                              "(outside the shipped taxonomy, see the build report): choose another --split")
+                              "(outside the dataset's taxonomy, see the build report): choose another --split")
     return SplitPredictions(
         predictor.label_rank, {rank: rows[placed] for rank, rows in truth.items()},
         {head: np.concatenate([batch[head] for batch in probabilities])[placed] for head in predictor.label_names},

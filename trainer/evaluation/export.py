@@ -3,7 +3,12 @@
     python -m trainer.serving --model_dir=runs/incv3                                  # SavedModel
     python -m trainer.serving --model_dir=runs/incv3 --format=litert --quantize=int8  # or float32, float16
 
---format=saved_model writes serving.py's SavedModel into --export_dir (default <model_dir>/saved_model);
+--format=saved_model writes serving.py's SavedModel into --export_dir (default <model_dir>/saved_model), whose
+endpoints also return the tree-consistent answer (consistent_names, consistent_probabilities: [batch, ranks],
+phylum first) and, with --rollup_precision=P, the roll-up trainer.predict --rollup_precision=P gives
+(rollup_rank, rollup_name, rollup_probability: [batch]; "", "", 0 where no rank is sure enough), computed in
+the graph from the run's calibration.json (serving_rollup.py); <export_dir>/metadata.json records the ranks,
+and the precision, temperatures and per-rank thresholds of the roll-up;
 --format=litert writes litert_export.py's <quantize>.tflite and <quantize>.json into --export_dir (default
 <model_dir>/litert, where predict and evaluate --backend=litert look), after measuring parity on the validation
 split. An existing export is never replaced without --overwrite: the command stops in one line naming the path
@@ -12,15 +17,17 @@ place only when complete, so a failed export (or a refused parity) leaves the ol
 """
 
 import dataclasses
+import json
 import os
 import pathlib
 import shutil
 
 from trainer import cli
 from trainer.cli import field
-from trainer.evaluation import litert, litert_export, serving
+from trainer.evaluation import litert, litert_export, rollup, rollup_file, serving, serving_rollup
 
 FORMATS = ("saved_model", "litert")
+METADATA_NAME = "metadata.json"  # beside the SavedModel: label rank, ranks, the roll-up's thresholds
 
 
 class ExportError(cli.UserError):
@@ -39,6 +46,10 @@ class ExportSettings:
     overwrite: bool = field(False, "Replace an existing export at the same path.")
     top_k: int = field(serving.DEFAULT_TOP_K, "saved_model: names at the model's label rank returned per image.",
                        lower=1)
+    rollup_precision: float = field(0.0, "saved_model: also return per image the deepest rank whose calibrated "
+                                    "confidence reaches the threshold giving this precision on validation (the "
+                                    "run's calibration.json), as trainer.predict does, e.g. 0.95; 0 = off.",
+                                    lower=0.0, upper=1.0)
     quantize: str = field("float32", "litert: float32, float16 (half the size) or int8 (full-integer, calibrated "
                           "on the train split; about a quarter of the size).", choices=litert.QUANTIZATIONS)
     calibration_images: int = field(litert_export.DEFAULT_CALIBRATION_IMAGES, "litert int8: train-split images "
@@ -59,15 +70,40 @@ def export(settings: ExportSettings) -> pathlib.Path:
         raise serving.RunNotFoundError("--model_dir is empty: name the run to export, e.g. --model_dir=runs/incv3")
     if settings.format == "litert":
         return _export_litert(settings)
+    return _export_saved_model(settings)
+
+
+def _export_saved_model(settings: ExportSettings) -> pathlib.Path:
     export_dir = pathlib.Path(settings.export_dir or pathlib.Path(settings.model_dir) / serving.EXPORT_DIR_NAME)
     _refuse_existing([export_dir.expanduser()], settings.overwrite)
-    model = serving.ServingModel(serving.load_trained(settings.model_dir), settings.top_k)
-    path = _replace_directory(export_dir.expanduser(), lambda partial: serving.export_saved_model(model, partial))
+    trained = serving.load_trained(settings.model_dir)
+    tree_outputs = _tree_outputs(trained, settings)
+    model = serving.ServingModel(trained, settings.top_k, tree_outputs)
+    metadata = {"label_rank": trained.label_rank, "top_k": model.top_k,
+                **tree_outputs.metadata(settings.rollup_precision)}
+
+    def write(partial: pathlib.Path) -> None:
+        serving.export_saved_model(model, partial)
+        (partial / METADATA_NAME).write_text(json.dumps(metadata, indent=1) + "\n")
+
+    path = _replace_directory(export_dir.expanduser(), write)
+    rolled = ", rollup_rank, rollup_name, rollup_probability: [batch]" if settings.rollup_precision else ""
     print(f"SavedModel written to {path}\n"
           f"  serving_default(images: string[batch]) and classify_images(images: uint8[batch, h, w, 3])\n"
-          f"  -> names ({model.trained.label_rank}), phyla, probabilities: [batch, {model.top_k}]\n"
+          f"  -> names ({model.trained.label_rank}), phyla, probabilities: [batch, {model.top_k}]; "
+          f"consistent_names, consistent_probabilities: [batch, {len(tree_outputs.tree.ranks)}]{rolled}\n"
+          f"  metadata: {path / METADATA_NAME}\n"
           f"  check: saved_model_cli show --dir {path} --all")
     return path
+
+
+def _tree_outputs(trained: serving.TrainedModel, settings: ExportSettings) -> serving_rollup.TreeOutputs:
+    """The in-graph consistent answer, with the roll-up of the run's calibration.json when asked for."""
+    tree = rollup.label_tree(trained.label_names, trained.taxonomy)
+    if not settings.rollup_precision:
+        return serving_rollup.TreeOutputs.of(tree)
+    calibrated = rollup_file.read_matching(settings.model_dir, tree, trained.label_names)
+    return serving_rollup.TreeOutputs.of(tree, calibrated, settings.rollup_precision)
 
 
 def _export_litert(settings: ExportSettings) -> pathlib.Path:

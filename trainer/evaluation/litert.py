@@ -34,6 +34,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from tfds_rarespecies import labels
 from trainer import cli
 
 QUANTIZATIONS = ("float32", "float16", "int8")
@@ -114,6 +115,9 @@ class LiteRTModel:
             self.label_rank = next(iter(self.label_names))
             self.names = self.label_names[self.label_rank]
             self.input_size = int(self.metadata["input"]["size"])
+            # The tree the model was trained in; exports made before exports carried it used the shipped one.
+            self.taxonomy = (labels.Taxonomy.from_text(self.metadata["taxonomy"]) if "taxonomy" in self.metadata
+                             else labels.shipped())
             with _native_notes_dropped(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_DEPRECATION)
                 interpreter = interpreter_class()(model_content=content, num_threads=threads or default_threads())

@@ -32,7 +32,6 @@ import numpy as np
 import tensorflow as tf
 
 import pipelines
-from tfds_rarespecies import labels
 from trainer import cli
 from trainer.evaluation import evaluate, litert, metrics, serving
 
@@ -125,7 +124,7 @@ def parity(trained: serving.TrainedModel, converted: litert.LiteRTModel, cfg: pi
 def describe(trained: serving.TrainedModel, info: pipelines.DatasetInfo, plan: Plan, target: litert.LiteRTFiles,
              calibration: list[np.ndarray] | None) -> dict:
     """The metadata a field device needs beside the .tflite (parity and checksum are added once measured)."""
-    phylum_of = labels.phylum_of(trained.label_rank)
+    phylum_of = trained.taxonomy.phylum_of(trained.label_rank)
     size = trained.input_size
     return {
         "format": "litert", "file": target.model.name, "quantization": plan.quantize,
@@ -137,6 +136,7 @@ def describe(trained: serving.TrainedModel, info: pipelines.DatasetInfo, plan: P
         "labels": {head: list(names) for head, names in trained.label_names.items()},
         "label_rank": trained.label_rank,
         "label_phylum": {name: phylum_of[name] for name in trained.names},
+        "taxonomy": trained.taxonomy.to_text(),
         "dataset": info.full_name, "keras_model": trained.source,
         "calibration": None if calibration is None else {
             "split": CALIBRATION_SPLIT, "images": len(calibration), "seed": plan.calibration_seed},

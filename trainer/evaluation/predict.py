@@ -49,7 +49,7 @@ from collections.abc import Sequence
 import numpy as np
 import tqdm
 
-from tfds_rarespecies import imaging, labels
+from tfds_rarespecies import imaging
 from trainer import cli
 from trainer.cli import field
 from trainer.evaluation import litert, predictors, rollup, rollup_file, serving
@@ -94,7 +94,8 @@ class Answering:
     @classmethod
     def of(cls, predictor: predictors.Predictor, calibrated: rollup_file.Calibration | None = None,
            precision: float = 0.0) -> "Answering":
-        return cls(rollup.label_tree(predictor.label_names), labels.phylum_of(predictor.label_rank),
+        return cls(rollup.label_tree(predictor.label_names, predictor.taxonomy),
+                   predictor.taxonomy.phylum_of(predictor.label_rank),
                    calibrated, None if calibrated is None else calibrated.thresholds(precision))
 
 
@@ -313,7 +314,9 @@ def run(settings: PredictSettings, inputs: Sequence[str]) -> None:
     if not files:
         raise PredictError("no image files found in the inputs", EXIT_NOTHING_PREDICTED)
     predictor = predictors.open_predictor(settings.model_dir, settings.backend, settings.quantize, settings.threads)
-    calibrated = run_calibration(settings.model_dir, predictor) if settings.rollup_precision else None
+    tree = rollup.label_tree(predictor.label_names, predictor.taxonomy)
+    calibrated = (rollup_file.read_matching(settings.model_dir, tree, predictor.label_names)
+                  if settings.rollup_precision else None)
     answering = Answering.of(predictor, calibrated, settings.rollup_precision)
     predictions, skipped = predict_files(predictor, files, settings.top_k, settings.batch_size, settings.threads,
                                          progress=expanded, answering=answering)
@@ -324,19 +327,3 @@ def run(settings: PredictSettings, inputs: Sequence[str]) -> None:
     if output:
         print(f"{len(predictions)} images predicted, {len(skipped) + len(unmatched)} skipped: {output}",
               file=sys.stderr)
-
-
-def run_calibration(model_dir: str, predictor: predictors.Predictor) -> rollup_file.Calibration:
-    """The run's calibration.json for the roll-up; one PredictError line when it is missing or belongs to
-    another model."""
-    write_it = (f"write it with `python -m trainer.evaluate --model_dir={model_dir} --rollup_precision=0.95` "
-                "(or retrain)")
-    calibrated = rollup_file.read(model_dir)
-    if calibrated is None:
-        raise PredictError(f"--rollup_precision: {model_dir} has no calibration.json; {write_it}")
-    tree = rollup.label_tree(predictor.label_names)
-    if calibrated.ranks != tree.ranks or set(calibrated.temperatures) - set(predictor.label_names):
-        raise PredictError(f"--rollup_precision: {model_dir}/calibration.json is not this model's (ranks "
-                           f"{','.join(calibrated.ranks)}, heads {','.join(calibrated.temperatures)}); delete it "
-                           f"and {write_it}")
-    return calibrated

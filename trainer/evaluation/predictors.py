@@ -3,7 +3,7 @@ TensorFlow, serving.TrainedModel) or `--backend=litert` (an exported .tflite, li
 
 Both take 0..255 images of the model's input size, (batch, size, size, 3), and return each head's softmax
 rows as numpy arrays; both know their input size, label names (head -> names, the label rank first), label rank
-and its names, and source file. So the decoding, batching,
+and its names, taxonomy and source file. So the decoding, batching,
 top-k, reports and file formats around them are one code path, and a LiteRT model is judged by exactly what
 judged Keras.
 """
@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from tfds_rarespecies import labels
 from trainer.cli import field
 from trainer.evaluation import litert, serving
 
@@ -24,6 +25,7 @@ class Predictor(Protocol):
     label_rank: str  # the rank the model names: the first head of label_names
     names: tuple[str, ...]  # the label rank's names
     label_names: Mapping[str, tuple[str, ...]]
+    taxonomy: labels.Taxonomy  # the dataset's tree the model was trained in
     source: str  # the file that answers: model.keras or the .tflite, named in reports
 
     def probabilities(self, images) -> dict[str, np.ndarray]: ...

@@ -8,8 +8,15 @@ normalised over the leaves; a node's probability is the sum of its leaves' score
 probable than its child; the prediction is the best leaf and its ancestors, so no family lies outside its
 predicted order. A model with the label-rank head only gets its upper ranks by summing that softmax.
 
-`label_tree` makes the ranks and paths of a model from the shipped tree: phylum down to the label rank, whose
-names are the leaves; a head below the label rank (e.g. species beside a family label) has no place in it.
+Two decision rules pick the leaf from those scores (DECISIONS): "argmax", the most probable leaf, and "crm",
+conditional risk minimisation (Karthik et al., "No Cost Likelihood Manipulation at Test Time for Making Better
+Mistakes in Deep Networks", ICLR 2021): the leaf j minimising the expected mistake cost sum_i p(i|x) * h(i, j),
+h the LCA height (Tree.lca_heights), so an image torn between sister families is answered with one of them
+rather than with a lone leaf elsewhere in the tree. Either way the prediction is the chosen leaf and its
+ancestors, and each rank's confidence is that node's probability.
+
+`label_tree` makes the ranks and paths of a model from its dataset's tree (tfds_rarespecies.labels.Taxonomy):
+phylum down to the label rank, whose names are the leaves; a head below the label rank (e.g. species beside a family label) has no place in it.
 
 A leaf module (numpy, pandas, scikit-learn): predict and the training room may import it.
 """
@@ -25,6 +32,7 @@ from tfds_rarespecies import labels
 from trainer.evaluation import metrics
 
 _SMALLEST = np.finfo(np.float64).tiny
+DECISIONS = ("argmax", "crm")
 
 
 def ancestor_ids(leaf_names: Sequence[str], ancestors: pd.DataFrame | Mapping[str, Sequence[str]],
@@ -63,21 +71,28 @@ class Tree:
         return consistent_probabilities(self.rank_probabilities(heads), self.leaf_paths)
 
     def lca_heights(self) -> np.ndarray:
-        """(labels, labels) LCA heights of the label rank's names in the shipped tree (metrics.lca_heights)."""
-        return metrics.lca_heights(metrics.taxonomy_paths(self.rank_names[-1], labels.ancestors(self.ranks[-1])))
+        """(labels, labels) LCA heights of the label rank's names in this tree (metrics.lca_heights)."""
+        return metrics.lca_heights(self.leaf_paths)
 
-    def predictions(self, heads: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """consistent_predictions of the heads' rows: (ids, confidences), each (n, ranks)."""
-        return consistent_predictions(self.rank_probabilities(heads), self.leaf_paths)
+    def predictions(self, heads: Mapping[str, np.ndarray], decision: str = "argmax"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """consistent_predictions of the heads' rows under a rule of DECISIONS: (ids, confidences), each
+        (n, ranks)."""
+        if decision not in DECISIONS:
+            raise ValueError(f"decision {decision!r}: choose one of {', '.join(DECISIONS)}")
+        costs = None if decision == "argmax" else self.lca_heights()
+        return consistent_predictions(self.rank_probabilities(heads), self.leaf_paths, costs)
 
 
-def label_tree(label_names: Mapping[str, Sequence[str]]) -> Tree:
-    """The tree of a model whose label_names (head -> names) list its label rank first: phylum down to that
-    rank, each rank's ids indexing the head's names, or the shipped names where the rank has no head."""
+def label_tree(label_names: Mapping[str, Sequence[str]], taxonomy: labels.Taxonomy) -> Tree:
+    """The tree of a model whose label_names (head -> names) list its label rank first, in the taxonomy it
+    was trained on: phylum down to that rank (the ranks above it every label has: taxonomy.ancestors), each
+    rank's ids indexing the head's names, or the taxonomy's names where the rank has no head."""
     label_rank = next(iter(label_names))
-    ranks = labels.RANKS[:labels.RANKS.index(label_rank) + 1]
-    names = tuple(tuple(label_names.get(rank, labels.names(rank))) for rank in ranks)
-    return Tree(ranks, names, ancestor_ids(names[-1], labels.ancestors(label_rank), names))
+    ancestors = taxonomy.ancestors(label_rank)
+    ranks = (*ancestors.columns, label_rank)
+    names = tuple(tuple(label_names.get(rank, taxonomy.names(rank))) for rank in ranks)
+    return Tree(ranks, names, ancestor_ids(names[-1], ancestors, names))
 
 
 def leaf_scores(rank_probabilities: Sequence[np.ndarray | None], leaf_paths: np.ndarray) -> np.ndarray:
@@ -113,11 +128,18 @@ def consistent_probabilities(rank_probabilities: Sequence[np.ndarray | None],
             for rank, probabilities in enumerate(rank_probabilities)]
 
 
-def consistent_predictions(rank_probabilities: Sequence[np.ndarray | None],
-                           leaf_paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, confidences), each (n, ranks): the best leaf's path and each node's consistent probability."""
+def least_risk_leaves(leaf_probabilities: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """(n,) conditional risk minimisation: per row the leaf j minimising sum_i p(i) * costs[i, j] (costs:
+    (leaves, leaves), 0 on the diagonal), the first on ties."""
+    return np.argmin(leaf_probabilities @ np.asarray(costs, dtype=np.float64), axis=1)
+
+
+def consistent_predictions(rank_probabilities: Sequence[np.ndarray | None], leaf_paths: np.ndarray,
+                           costs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, confidences), each (n, ranks): the chosen leaf's path and each node's consistent probability;
+    the leaf is the most probable one, or with costs (leaves, leaves) the least risky (least_risk_leaves)."""
     leaves = leaf_scores(rank_probabilities, leaf_paths)
-    ids = leaf_paths[leaves.argmax(axis=1)]
+    ids = leaf_paths[leaves.argmax(axis=1) if costs is None else least_risk_leaves(leaves, costs)]
     confidences = np.column_stack([node_probabilities(leaves, leaf_paths[:, rank])[np.arange(len(ids)), ids[:, rank]]
                                    for rank in range(leaf_paths.shape[1])])
     return ids, confidences

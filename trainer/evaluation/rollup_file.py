@@ -59,11 +59,9 @@ class CalibrationFileError(cli.UserError):
     """calibration.json is there but not readable; the message is one line."""
 
 
-def fit(label_names: Mapping[str, Sequence[str]], labels: np.ndarray,
-        heads: Mapping[str, np.ndarray]) -> Calibration:
-    """The calibration of a model (label_names: labels.json, label rank first) from validation's label-rank
-    ids and every head's softmax rows; images outside the taxonomy (-1) sit out."""
-    tree = rollup.label_tree(label_names)
+def fit(tree: rollup.Tree, labels: np.ndarray, heads: Mapping[str, np.ndarray]) -> Calibration:
+    """The calibration of a model (tree: rollup.label_tree of its label names and taxonomy) from validation's
+    label-rank ids and every head's softmax rows; images outside the taxonomy (-1) sit out."""
     known = np.asarray(labels) >= 0
     truth = tree.leaf_paths[np.asarray(labels)[known]]
     in_tree = {head: np.asarray(rows, dtype=np.float64)[known] for head, rows in heads.items() if head in tree.ranks}
@@ -108,3 +106,18 @@ def read(model_dir: str | pathlib.Path) -> Calibration | None:
         raise CalibrationFileError(f"{path}: not a calibration file of this project ({type(error).__name__}: "
                                    f"{detail}); delete it and write it again with `python -m trainer.evaluate "
                                    f"--model_dir={model_dir} --rollup_precision=0.95`") from None
+
+
+def read_matching(model_dir: str | pathlib.Path, tree: rollup.Tree, heads: Sequence[str]) -> Calibration:
+    """The run's calibration.json for the roll-up of the model with that tree and those heads; one
+    CalibrationFileError line when it is missing or belongs to another model."""
+    write_it = (f"write it with `python -m trainer.evaluate --model_dir={model_dir} --rollup_precision=0.95` "
+                "(or retrain)")
+    calibrated = read(model_dir)
+    if calibrated is None:
+        raise CalibrationFileError(f"--rollup_precision: {model_dir} has no calibration.json; {write_it}")
+    if calibrated.ranks != tree.ranks or set(calibrated.temperatures) - set(heads):
+        raise CalibrationFileError(f"--rollup_precision: {model_dir}/calibration.json is not this model's (ranks "
+                                   f"{','.join(calibrated.ranks)}, heads {','.join(calibrated.temperatures)}); "
+                                   f"delete it and {write_it}")
+    return calibrated

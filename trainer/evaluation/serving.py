@@ -13,8 +13,8 @@ LiteRT format is litert_export.py's) whose endpoints are
   serving_default(images: string[batch])             encoded JPEG/PNG/GIF/BMP bytes, one per image;
   classify_images(images: uint8[batch, h, w, 3])      decoded RGB pixels, one size per batch;
 both returning names (string: the label rank's, e.g. families or species), phyla (string) and probabilities
-(float32), each [batch, top_k], surest first, from the label rank's own head (trainer.predict makes a model
-with several heads consistent with the tree and rolls up; the SavedModel does neither). A reloaded export
+(float32), each [batch, top_k], surest first, from the label rank's own head; the export command adds the
+tree-consistent answer and the roll-up predict gives, computed in the graph (serving_rollup.py). A reloaded export
 answers exactly like the in-memory model. The exported decoder is TensorFlow's: it ignores EXIF orientation and
 drops transparency, where `predict` decodes with tfds_rarespecies.imaging.
 """
@@ -53,12 +53,13 @@ class ModelFileError(cli.UserError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-    """A run's saved model, the label names of each of its heads (labels.json's order: the label rank first)
-    and the file it was read from."""
+    """A run's saved model, the label names of each of its heads (labels.json's order: the label rank first),
+    the file it was read from and the taxonomy it was trained in (taxonomy.tsv)."""
 
     model: keras.Model
     label_names: Mapping[str, tuple[str, ...]]
     source: str = "model.keras"
+    taxonomy: labels.Taxonomy = dataclasses.field(default_factory=labels.shipped)
 
     @property
     def label_rank(self) -> str:
@@ -115,7 +116,20 @@ def load_trained(model_dir: str | pathlib.Path) -> TrainedModel:
         if len(names[head]) != output.shape[-1]:
             raise ModelFileError(f"{files.labels}: {len(names[head])} {head} names for the {output.shape[-1]} "
                                  f"{head} outputs of {files.model}: {different}")
-    return TrainedModel(model, {head: tuple(head_names) for head, head_names in names.items()}, str(files.model))
+    return TrainedModel(model, {head: tuple(head_names) for head, head_names in names.items()}, str(files.model),
+                        read_taxonomy(files, model_dir))
+
+
+def read_taxonomy(files: RunFiles, model_dir) -> labels.Taxonomy:
+    """The run's taxonomy.tsv; a run without one was trained before runs kept it, on the shipped tree."""
+    if not files.taxonomy.is_file():
+        return labels.shipped()
+    try:
+        return labels.Taxonomy.from_text(files.taxonomy.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"{files.taxonomy}: not the run's taxonomy ({str(error).splitlines()[0]}); retrain "
+                             f"with `python -m trainer.main --model_dir={model_dir} ...` or restore the file"
+                             ) from None
 
 
 def _read_label_names(path: pathlib.Path, model_dir) -> dict[str, list[str]]:
@@ -157,10 +171,13 @@ def center_square(images: tf.Tensor, size: int) -> tf.Tensor:
 class ServingModel:
     """The two endpoints over one trained model (tf.functions with fixed signatures: no retracing per size)."""
 
-    def __init__(self, trained: TrainedModel, top_k: int = DEFAULT_TOP_K):
+    def __init__(self, trained: TrainedModel, top_k: int = DEFAULT_TOP_K, more_outputs=None):
+        """more_outputs: {head: softmax rows} -> more outputs per image (the export's consistent answer and
+        roll-up, serving_rollup.TreeOutputs), or None for the top-k alone."""
         self.trained = trained
         self.top_k = max(1, min(top_k, len(trained.names)))
-        phylum_of = labels.phylum_of(trained.label_rank)
+        self.more_outputs = more_outputs
+        phylum_of = trained.taxonomy.phylum_of(trained.label_rank)
         self._names = tf.constant(trained.names)
         self._phyla = tf.constant([phylum_of[name] for name in trained.names])
         self.classify_images = tf.function(self._classify_images, input_signature=[PIXELS_SPEC])
@@ -180,9 +197,10 @@ class ServingModel:
         return self._top_k(tf.cast(views, tf.float32))
 
     def _top_k(self, views):
-        best = tf.math.top_k(self.trained.label_probabilities(views), k=self.top_k)
+        heads = self.trained.model(views, training=False)
+        best = tf.math.top_k(heads[self.trained.label_rank], k=self.top_k)
         return {"names": tf.gather(self._names, best.indices), "phyla": tf.gather(self._phyla, best.indices),
-                "probabilities": best.values}
+                "probabilities": best.values, **(self.more_outputs(heads) if self.more_outputs else {})}
 
 
 def export_saved_model(serving: ServingModel, export_dir: str | pathlib.Path) -> pathlib.Path:

@@ -1,6 +1,7 @@
 """The dataset the run reads: built for the config's dataset config in --data_dir (else the `tfds build`
 command that builds it), the splits the run names present in it, and its size."""
 
+import pipelines
 from pipelines import reading
 from tfds_rarespecies import labels
 from trainer import inputs
@@ -27,6 +28,10 @@ def check_dataset(config: Config) -> Result:
 
 
 def class_counts(config: Config) -> dict[str, int]:
-    """Names per head rank: the label lists shipped with the builder, which every build of every config uses,
-    so the model can be built before (or without) the dataset."""
-    return {rank: len(labels.names(rank)) for rank in config.head_ranks}
+    """Names per head rank: the built dataset's; before the dataset is built, the shipped lists (what every
+    config builds with unless it reads its labels from the metadata), so the model checks still run."""
+    try:
+        names = pipelines.dataset_info(inputs.input_config(config)).names
+    except pipelines.DatasetNotBuiltError:
+        names = {rank: labels.names(rank) for rank in config.head_ranks}
+    return {rank: len(names[rank]) for rank in config.head_ranks}
