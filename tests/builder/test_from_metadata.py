@@ -78,7 +78,8 @@ def test_a_download_without_lower_ranks_gets_a_phylum_family_tree(tmp_path, real
 def test_the_build_stores_the_download_labels_and_tree_and_pipelines_read_them(tmp_path, real_metadata,
                                                                                real_taxonomy):
     root = foreign_download(tmp_path / "download", real_metadata, real_taxonomy)
-    with pytest.raises(errors.BuildError, match="'placozoa' is not one of the 5 known phylum names .* labels=\"from_metadata\""):
+    hint = "'placozoa' is not one of the 5 known phylum names .* labels=\"from_metadata\""
+    with pytest.raises(errors.BuildError, match=hint):
         build(root, tmp_path / "shipped")
     build(root, tmp_path / "data", labels="from_metadata")
     cfg = pipelines.InputConfig(data_dir=str(tmp_path / "data"), dataset_config="small_128_custom",

@@ -10,8 +10,8 @@ and hands the labels and probabilities at the model's label rank (labels.json's 
 ...) to trainer.reports: metrics.json, per_class.csv (its name column titled by the rank), confusions.csv,
 confusion_matrix.png, reliability.png, risk_coverage.png, mistakes.png and mistakes.html (thumbnails in
 mistakes/); then prints a one-screen summary. The mistake severity, hierarchical distances and the ranks above
-the label rank use the model's tree (its dataset's, copied into the run: taxonomy.tsv); the intervals are BCa, resampled within
-family for a label rank below family (genus, species) and within the label otherwise
+the label rank use the model's tree (its dataset's, copied into the run: taxonomy.tsv); the intervals are BCa,
+resampled within family for a label rank below family (genus, species) and within the label otherwise
 (metrics.bootstrap_intervals). The headline numbers are the label rank's own head, the ones train.run writes.
 Images without an id at the label rank (outside the dataset's taxonomy: see the build report) sit out, counted
 in metrics.json's "outside_taxonomy".
@@ -172,7 +172,8 @@ def evaluate(config: EvaluationConfig) -> reports.Report | dict:
         out_dir, predictions.labels, predictions.probabilities, predictor.names, predictor.taxonomy.phylum_of(rank),
         rank=rank, title=f"{info.full_name} {config.split}", file_names=predictions.file_names,
         load_images=lambda indices: images_at(cfg, config.split, predictions.positions[indices]), extra=extra,
-        resamples=config.resamples, seed=config.seed, ancestors=predictor.taxonomy.ancestors(rank), strata=strata, strata_rank=strata_rank)
+        resamples=config.resamples, seed=config.seed, ancestors=predictor.taxonomy.ancestors(rank), strata=strata,
+        strata_rank=strata_rank)
     print(reports.format_summary(report, heading=f"{info.full_name} {config.split} -> {out_dir}"))
     return report
 

@@ -16,7 +16,8 @@ rather than with a lone leaf elsewhere in the tree. Either way the prediction is
 ancestors, and each rank's confidence is that node's probability.
 
 `label_tree` makes the ranks and paths of a model from its dataset's tree (tfds_rarespecies.labels.Taxonomy):
-phylum down to the label rank, whose names are the leaves; a head below the label rank (e.g. species beside a family label) has no place in it.
+phylum down to the label rank, whose names are the leaves; a head below the label rank (e.g. species beside a
+family label) has no place in it.
 
 A leaf module (numpy, pandas, scikit-learn): predict and the training room may import it.
 """
