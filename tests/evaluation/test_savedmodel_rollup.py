@@ -136,3 +136,33 @@ def test_export_asked_to_roll_up_without_a_calibration_is_one_line(hierarchical_
     with pytest.raises(rollup_file.CalibrationFileError, match="no calibration.json") as raised:
         export.export(export.ExportSettings(str(copy.model_dir), rollup_precision=PRECISION))
     assert "\n" not in str(raised.value) and not (copy.model_dir / serving.EXPORT_DIR_NAME).exists()
+
+
+def test_litert_metadata_carries_the_tree_and_the_rollup_thresholds(hierarchical_run, tmp_path, capsys):
+    """A device answers like predict from the .tflite's heads and its metadata alone: the consistent leaf
+    and the roll-up rebuilt from "tree" equal predict's on the same photos."""
+    files = _photos(tmp_path / "photos")
+    copy = _copy_run(hierarchical_run, tmp_path / "run")
+    _spread_calibration(copy, files)
+    export.export(export.ExportSettings(str(copy.model_dir), format="litert", rollup_precision=PRECISION,
+                                        min_agreement=0.0))
+    capsys.readouterr()
+    litert_model = predictors.open_predictor(str(copy.model_dir), "litert")
+    described = litert_model.metadata["tree"]
+    calibrated = rollup_file.read(copy.model_dir)
+    answering = predict.Answering.of(litert_model, calibrated, PRECISION)
+    assert described["ranks"] == list(answering.tree.ranks)
+    assert np.array_equal(described["leaf_paths"], answering.tree.leaf_paths)
+    thresholds = [described["rollup"]["thresholds"][rank] for rank in described["ranks"]]
+    assert thresholds == pytest.approx(calibrated.thresholds(PRECISION).tolist())
+    tree = rollup.Tree(tuple(described["ranks"]), tuple(map(tuple, described["rank_names"])),
+                       np.asarray(described["leaf_paths"]))
+    heads = litert_model.probabilities(np.stack([predict.decode_view(file, litert_model.input_size)
+                                                 for file in files]))
+    scaled = rollup_file.Calibration(tree.ranks[-1], tree.ranks, described["rollup"]["temperatures"], {}, {}).scaled(
+        heads)
+    ids, confidences = tree.predictions(scaled)
+    on_device = [rollup.roll_up(tree.ranks, [tree.rank_names[r][i] for r, i in enumerate(row)], conf, thresholds)
+                 for row, conf in zip(ids, confidences)]
+    predictions, _ = predict.predict_files(litert_model, files, answering=answering)
+    assert [p.rolled for p in predictions] == on_device

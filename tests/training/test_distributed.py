@@ -153,7 +153,7 @@ def test_multi_worker_on_two_local_processes_completes(tiny_data_dir, tmp_path):
     # The worker saved into workertemp_1 and deleted it; nothing else in model_dir is not the chief's.
     assert {path.name for path in tmp_path.iterdir()} <= {
         "flags.txt", "checkpoints", "backup", "logs", "tensorboard", "model.keras", "labels.json", "metrics.json",
-        "calibration.json"}
+        "calibration.json", "taxonomy.tsv"}
     assert not [path for path in tmp_path.rglob("*") if "workertemp" in path.name or path.name.endswith(".partial")]
     assert not [path for path in (tmp_path / "backup").rglob("*") if path.is_file()]
     # Both workers evaluated the same model on the same (whole) splits.

@@ -7,11 +7,12 @@
 endpoints also return the tree-consistent answer (consistent_names, consistent_probabilities: [batch, ranks],
 phylum first) and, with --rollup_precision=P, the roll-up trainer.predict --rollup_precision=P gives
 (rollup_rank, rollup_name, rollup_probability: [batch]; "", "", 0 where no rank is sure enough), computed in
-the graph from the run's calibration.json (serving_rollup.py); <export_dir>/metadata.json records the ranks,
-and the precision, temperatures and per-rank thresholds of the roll-up;
+the graph from the run's calibration.json (serving_rollup.py); <export_dir>/metadata.json records the tree
+(ranks, names, each label's path) and the precision, temperatures and per-rank thresholds of the roll-up;
 --format=litert writes litert_export.py's <quantize>.tflite and <quantize>.json into --export_dir (default
 <model_dir>/litert, where predict and evaluate --backend=litert look), after measuring parity on the validation
-split. An existing export is never replaced without --overwrite: the command stops in one line naming the path
+split; the .json's "tree" is the same description (with --rollup_precision, its thresholds), so a device can
+answer consistently and roll up from the heads' softmax rows. An existing export is never replaced without --overwrite: the command stops in one line naming the path
 and the flag, before loading anything. With it, the new export is written beside the old one and takes its
 place only when complete, so a failed export (or a refused parity) leaves the old one as it was.
 """
@@ -46,9 +47,10 @@ class ExportSettings:
     overwrite: bool = field(False, "Replace an existing export at the same path.")
     top_k: int = field(serving.DEFAULT_TOP_K, "saved_model: names at the model's label rank returned per image.",
                        lower=1)
-    rollup_precision: float = field(0.0, "saved_model: also return per image the deepest rank whose calibrated "
-                                    "confidence reaches the threshold giving this precision on validation (the "
-                                    "run's calibration.json), as trainer.predict does, e.g. 0.95; 0 = off.",
+    rollup_precision: float = field(0.0, "Roll-up at this precision on validation (the run's calibration.json), "
+                                    "as trainer.predict does, e.g. 0.95; 0 = off. saved_model: also return per "
+                                    "image the deepest rank whose calibrated confidence reaches its threshold; "
+                                    "litert: the temperatures and thresholds go into the metadata.",
                                     lower=0.0, upper=1.0)
     quantize: str = field("float32", "litert: float32, float16 (half the size) or int8 (full-integer, calibrated "
                           "on the train split; about a quarter of the size).", choices=litert.QUANTIZATIONS)
@@ -113,8 +115,10 @@ def _export_litert(settings: ExportSettings) -> pathlib.Path:
     _refuse_existing([target.model, target.metadata], settings.overwrite)
     plan = litert_export.Plan(settings.quantize, settings.calibration_images, settings.calibration_seed,
                               settings.min_agreement, settings.threads)
-    metadata = litert_export.export(serving.load_trained(settings.model_dir), settings.model_dir, target, plan,
-                                    settings.data_dir, settings.batch_size)
+    trained = serving.load_trained(settings.model_dir)
+    tree = _tree_outputs(trained, settings).metadata(settings.rollup_precision)
+    metadata = litert_export.export(trained, settings.model_dir, target, plan, settings.data_dir,
+                                    settings.batch_size, tree)
     print(f"LiteRT {settings.quantize} model written to {target.model} ({metadata['bytes'] / 1e6:.1f} MB), "
           f"metadata {target.metadata}\n"
           f"  parity with model.keras: {litert_export.format_parity(metadata['parity'])}\n"

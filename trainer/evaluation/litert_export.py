@@ -61,9 +61,10 @@ class Plan:
 
 
 def export(trained: serving.TrainedModel, model_dir: str, target: litert.LiteRTFiles, plan: Plan,
-           data_dir: str = "", batch_size: int = 32) -> dict:
+           data_dir: str = "", batch_size: int = 32, tree: dict | None = None) -> dict:
     """Converts, measures parity, and writes target's two files only when agreement reaches the floor;
-    returns the metadata written. Raises ParityError (nothing written) otherwise."""
+    returns the metadata written (with `tree`, the tree and roll-up the export command describes, under
+    "tree"). Raises ParityError (nothing written) otherwise."""
     cfg = evaluate.evaluation_inputs(model_dir, trained, data_dir, batch_size)
     info = pipelines.dataset_info(cfg)
     calibration = calibration_images(cfg, plan) if plan.quantize == "int8" else None
@@ -75,7 +76,8 @@ def export(trained: serving.TrainedModel, model_dir: str, target: litert.LiteRTF
         raise ParityError(f"{plan.quantize} model agrees with model.keras on {figures['top1_agreement']:.4f} of "
                           f"the {figures['images']} {PARITY_SPLIT} images, under --min_agreement={plan.floor}: "
                           f"nothing written to {target.directory}; {_advice(plan)}")
-    metadata.update(parity=figures, sha256=litert.sha256(content), bytes=len(content))
+    metadata.update(parity=figures, sha256=litert.sha256(content), bytes=len(content),
+                    **({"tree": tree} if tree is not None else {}))
     _write_replacing(target.model, content)
     _write_replacing(target.metadata, (json.dumps(metadata, indent=1) + "\n").encode())
     return metadata

@@ -44,8 +44,12 @@ class TreeOutputs:
         return cls(tree, dict(calibrated.temperatures), tuple(float(t) for t in calibrated.thresholds(precision)))
 
     def metadata(self, precision: float) -> dict:
-        """What the export's metadata says of these outputs (thresholds None: the rank is never answered)."""
-        described = {"ranks": list(self.tree.ranks)}
+        """What an export's metadata says of the tree and the roll-up, enough to answer like predict from the
+        heads' softmax rows alone (a LiteRT device has no graph for it): the ranks, each rank's names, each
+        label's path (ids per rank) and, with a roll-up, its temperatures and per-rank thresholds (None: the
+        rank is never answered)."""
+        described = {"ranks": list(self.tree.ranks), "rank_names": [list(names) for names in self.tree.rank_names],
+                     "leaf_paths": self.tree.leaf_paths.tolist()}
         if self.thresholds is not None:
             described["rollup"] = {"precision": precision, "temperatures": dict(self.temperatures),
                                    "thresholds": {rank: value if np.isfinite(value) else None
