@@ -37,7 +37,8 @@ _WEIGHTS = flags.DEFINE_string("weights", None, "MobileNetV2 ImageNet weights wi
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 400, "Full-size images in the replica (about 10 per family).")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds of alternating measurements; the table sums them.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "predict --batch_size.")
-_CALIBRATION = flags.DEFINE_integer("calibration_images", 200, "int8 calibration images (train split).")
+_CALIBRATION = flags.DEFINE_integer("calibration_images", 500, "int8 calibration images (train split; the "
+                                     "export's default, all of them when the split is smaller).")
 _EPOCHS = flags.DEFINE_integer("epochs", 8, "Head-only epochs of each run.")
 
 MODELS = (("InceptionV3 299 px", "inceptionv3", 299, "none"), ("MobileNetV2 224 px", "mobilenetv2", 224, None))
@@ -129,6 +130,7 @@ def rows_of(label: str, model_dir: str, totals: dict) -> list[tuple[str, ...]]:
 def main(argv):
     del argv
     work_dir = pathlib.Path(_WORK_DIR.value)
+    load_at_start = os.getloadavg()[0]
     download, data_dir = replica_data.prepare(work_dir, _NUM_IMAGES.value)
     files = sorted(download.rglob("*.jpg"))
     rows = [("model, backend", "images/s", "x keras", "x one by one", "load s", "MB",
@@ -139,9 +141,12 @@ def main(argv):
         export_litert(model_dir)
         print(f"{label}: predicting {len(files)} photos per round", flush=True)
         rows += rows_of(label, model_dir, measure(model_dir, files))
+    from trainer.evaluation import litert  # noqa: PLC0415
+
     print(f"\n{datetime.date.today()}: trainer.predict over {replica_data.describe(download)}; batch "
-          f"{_BATCH_SIZE.value}, {os.cpu_count()} cores (threads = all), {_ROUNDS.value} rounds, load average "
-          f"{os.getloadavg()[0]:.1f} at the end")
+          f"{_BATCH_SIZE.value}, {os.cpu_count()} cores (threads = all), {_ROUNDS.value} rounds, "
+          f"{litert.interpreter_class().__module__}'s interpreter, load average {load_at_start:.1f} at the start "
+          f"and {os.getloadavg()[0]:.1f} at the end")
     print(table.markdown(rows))
 
 
