@@ -2,6 +2,7 @@
 taxonomy and calibration figures, and the report files a person opens."""
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,14 @@ def test_headline_metrics_equal_scikit_learn():
     assert got["top5_accuracy"] == pytest.approx(skm.top_k_accuracy_score(labels, probabilities, k=5))
     assert got["macro_auc"] == pytest.approx(skm.roc_auc_score(labels, probabilities, multi_class="ovr"))
     assert 0.3 < got["accuracy"] < 0.9 < got["top5_accuracy"]
+
+
+def test_top5_of_five_labels_or_fewer_is_one_and_quiet():
+    labels, probabilities = _crafted(50)
+    few = probabilities[:, :4] / probabilities[:, :4].sum(axis=1, keepdims=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert metrics.headline_metrics(labels % 4, few)["top5_accuracy"] == 1.0
 
 
 def test_macro_auc_averages_the_present_classes_only():
