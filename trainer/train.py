@@ -88,15 +88,37 @@ def _claim(files: RunFiles, config: Config, writes: bool = True) -> None:
 
     writes: False on the non-chief workers of a multi-worker run, which only check. The chief writes the file
     atomically, so a worker sees no file or the whole of it, never a truncated one it would take for other flags.
+    A flag the earlier run's file does not name (added by a later version) counts as the same when it is at its
+    default, which is what that run trained with; the file is then rewritten with it.
     """
     text = flagfile_text(config)
     if files.flagfile.exists() and files.flagfile.read_text() != text:
-        old, new = (set(t.splitlines()) for t in (files.flagfile.read_text(), text))
-        changed = " ".join(sorted(new - old))
-        raise ConfigError(f"--model_dir={config.model_dir} holds a run with other flags (now {changed}): use a "
-                          f"new --model_dir, or delete {files.model_dir} to start over")
+        changed = _changed_flags(files.flagfile.read_text(), text)
+        if changed:
+            raise ConfigError(f"--model_dir={config.model_dir} holds a run with other flags (now {changed}): use "
+                              f"a new --model_dir, or delete {files.model_dir} to start over")
     if writes:
         write_atomically(files.flagfile, text)
+
+
+def _changed_flags(old_text: str, new_text: str) -> str:
+    """The lines of new_text that make it another run than old_text ("" if none): a flag set otherwise, or
+    one old_text does not name (a flag added since) away from its default."""
+    old, new = _lines_by_flag(old_text), _lines_by_flag(new_text)
+    defaults = set(flagfile_text(Config()).splitlines())
+    changed = [line for flag, line in new.items()
+               if (line != old[flag] if flag in old else line not in defaults)]
+    changed += [f"no --{flag}" for flag in old if flag not in new]
+    return " ".join(sorted(changed))
+
+
+def _lines_by_flag(text: str) -> dict[str, str]:
+    """flag name -> its flagfile line (a boolean's line is --name or --noname, without a value)."""
+    lines = {}
+    for line in text.splitlines():
+        name = line.removeprefix("--").split("=", 1)[0]
+        lines[name.removeprefix("no") if "=" not in line and name.startswith("no") else name] = line
+    return lines
 
 
 def _set_numerics(config: Config) -> None:

@@ -28,6 +28,29 @@ def test_flagfile_round_trips_every_field(tmp_path):
     assert config_lib.parse([f"--flagfile={tmp_path / 'flags.txt'}"]) == config
 
 
+def test_a_run_resumes_under_a_flag_added_since_only_at_its_default(tmp_path):
+    """flags.txt of a version before --soft_labels_beta: the same run at the default, another one away from it;
+    a flag the old file sets otherwise, or one it names that no longer exists, is another run."""
+    from trainer import train
+    from trainer.run_dir import RunFiles
+
+    config = Config(model_dir=str(tmp_path), backbone="baseline_cnn", weights="none")
+    files = RunFiles(tmp_path)
+    older = "\n".join(line for line in config_lib.flagfile_text(config).splitlines()
+                      if not line.startswith("--soft_labels_beta="))
+    files.flagfile.write_text(older)
+    train._claim(files, config)
+    assert files.flagfile.read_text() == config_lib.flagfile_text(config)  # rewritten with the new flag
+    files.flagfile.write_text(older)
+    with pytest.raises(ConfigError, match=r"other flags \(now --soft_labels_beta=2.0\)"):
+        train._claim(files, dataclasses.replace(config, soft_labels_beta=2.0))
+    with pytest.raises(ConfigError, match=r"other flags \(now --deterministic\)"):
+        train._claim(files, dataclasses.replace(config, deterministic=not config.deterministic))
+    files.flagfile.write_text(older + "\n--phylum_head=true")
+    with pytest.raises(ConfigError, match=r"other flags \(now no --phylum_head\)"):
+        train._claim(files, config)
+
+
 # configs/tune_*.flags add the tuner's flags; tests/tuning parses those.
 TRAINER_FLAGFILES = sorted(path for path in (REPO / "configs").glob("*.flags") if not path.stem.startswith("tune_"))
 
