@@ -101,6 +101,8 @@ def read_download(root: os.PathLike, layout: str, label_source: str = "shipped")
         if (root / IMAGEOMICS_LICENSES).exists():
             table = _join_licenses(table, root / IMAGEOMICS_LICENSES)
     _validate(table, metadata_path)
+    for rank in LOWER_RANKS:
+        table[rank] = table[rank].str.lower()
     if shipped:
         _check_shipped_names(table, metadata_path)
         _place_in_tree(table)
@@ -275,8 +277,6 @@ def _check_family_phyla(table: pd.DataFrame, path: pathlib.Path) -> None:
 def _place_in_own_tree(table: pd.DataFrame) -> None:
     """A download's own tree: a row is placed when it names every rank and each name sits under the parent
     the first placed row naming it gave; the lower ranks of any other row are emptied (unplaced, counted)."""
-    for rank in LOWER_RANKS:
-        table[rank] = table[rank].str.lower()
     placed = (table[list(LOWER_RANKS)] != "").all(axis=1)
     while True:
         rows = table[placed]
@@ -290,11 +290,9 @@ def _place_in_own_tree(table: pd.DataFrame) -> None:
 
 
 def _place_in_tree(table: pd.DataFrame) -> None:
-    """Lower-cases the ranks below phylum, fills empty ones from the shipped taxonomy by EOL page id (one page
-    per species) and empties every rank of a row that does not sit in the shipped tree (an unknown name, or
-    ranks that disagree with the tree): such a row is unplaced, and the build report counts it."""
-    for rank in LOWER_RANKS:
-        table[rank] = table[rank].str.lower()
+    """Fills empty ranks below family from the shipped taxonomy by EOL page id (one page per species) and
+    empties every rank of a row that does not sit in the shipped tree (an unknown name, or ranks that disagree
+    with the tree): such a row is unplaced, and the build report counts it."""
     shipped = labels.taxonomy().set_index("eol_page_id").reindex(table["eol_page_id"])
     for column in (*LOWER_RANKS, "common_name"):
         empty = (table[column] == "").to_numpy()

@@ -12,7 +12,8 @@ the graph from the run's calibration.json (serving_rollup.py); <export_dir>/meta
 --format=litert writes litert_export.py's <quantize>.tflite and <quantize>.json into --export_dir (default
 <model_dir>/litert, where predict and evaluate --backend=litert look), after measuring parity on the validation
 split; the .json's "tree" is the same description (with --rollup_precision, its thresholds), so a device can
-answer consistently and roll up from the heads' softmax rows. An existing export is never replaced without --overwrite: the command stops in one line naming the path
+answer consistently and roll up from the heads' softmax rows. An existing export is never replaced without
+--overwrite: the command stops in one line naming the path
 and the flag, before loading anything. With it, the new export is written beside the old one and takes its
 place only when complete, so a failed export (or a refused parity) leaves the old one as it was.
 """
@@ -117,8 +118,8 @@ def _export_litert(settings: ExportSettings) -> pathlib.Path:
                               settings.min_agreement, settings.threads)
     trained = serving.load_trained(settings.model_dir)
     tree = _tree_outputs(trained, settings).metadata(settings.rollup_precision)
-    metadata = litert_export.export(trained, settings.model_dir, target, plan, settings.data_dir,
-                                    settings.batch_size, tree)
+    metadata = litert_export.export(trained, settings.model_dir, target, plan, tree, settings.data_dir,
+                                    settings.batch_size)
     print(f"LiteRT {settings.quantize} model written to {target.model} ({metadata['bytes'] / 1e6:.1f} MB), "
           f"metadata {target.metadata}\n"
           f"  parity with model.keras: {litert_export.format_parity(metadata['parity'])}\n"

@@ -61,23 +61,22 @@ class Plan:
 
 
 def export(trained: serving.TrainedModel, model_dir: str, target: litert.LiteRTFiles, plan: Plan,
-           data_dir: str = "", batch_size: int = 32, tree: dict | None = None) -> dict:
+           tree: dict, data_dir: str = "", batch_size: int = 32) -> dict:
     """Converts, measures parity, and writes target's two files only when agreement reaches the floor;
-    returns the metadata written (with `tree`, the tree and roll-up the export command describes, under
-    "tree"). Raises ParityError (nothing written) otherwise."""
+    returns the metadata written (tree: the tree and roll-up the export command describes,
+    serving_rollup.TreeOutputs.metadata). Raises ParityError (nothing written) otherwise."""
     cfg = evaluate.evaluation_inputs(model_dir, trained, data_dir, batch_size)
     info = pipelines.dataset_info(cfg)
     calibration = calibration_images(cfg, plan) if plan.quantize == "int8" else None
     content = convert(trained, plan.quantize, calibration)
-    metadata = describe(trained, info, plan, target, calibration)
+    metadata = describe(trained, info, plan, target, calibration, tree)
     converted = litert.LiteRTModel(content, metadata, plan.threads, source=f"the converted {plan.quantize} model")
     figures = parity(trained, converted, cfg)
     if figures["top1_agreement"] < plan.floor:
         raise ParityError(f"{plan.quantize} model agrees with model.keras on {figures['top1_agreement']:.4f} of "
                           f"the {figures['images']} {PARITY_SPLIT} images, under --min_agreement={plan.floor}: "
                           f"nothing written to {target.directory}; {_advice(plan)}")
-    metadata.update(parity=figures, sha256=litert.sha256(content), bytes=len(content),
-                    **({"tree": tree} if tree is not None else {}))
+    metadata.update(parity=figures, sha256=litert.sha256(content), bytes=len(content))
     _write_replacing(target.model, content)
     _write_replacing(target.metadata, (json.dumps(metadata, indent=1) + "\n").encode())
     return metadata
@@ -124,7 +123,7 @@ def parity(trained: serving.TrainedModel, converted: litert.LiteRTModel, cfg: pi
 
 
 def describe(trained: serving.TrainedModel, info: pipelines.DatasetInfo, plan: Plan, target: litert.LiteRTFiles,
-             calibration: list[np.ndarray] | None) -> dict:
+             calibration: list[np.ndarray] | None, tree: dict) -> dict:
     """The metadata a field device needs beside the .tflite (parity and checksum are added once measured)."""
     phylum_of = trained.taxonomy.phylum_of(trained.label_rank)
     size = trained.input_size
@@ -138,7 +137,7 @@ def describe(trained: serving.TrainedModel, info: pipelines.DatasetInfo, plan: P
         "labels": {head: list(names) for head, names in trained.label_names.items()},
         "label_rank": trained.label_rank,
         "label_phylum": {name: phylum_of[name] for name in trained.names},
-        "taxonomy": trained.taxonomy.to_text(),
+        "taxonomy": trained.taxonomy.to_text(), "tree": tree,
         "dataset": info.full_name, "keras_model": trained.source,
         "calibration": None if calibration is None else {
             "split": CALIBRATION_SPLIT, "images": len(calibration), "seed": plan.calibration_seed},

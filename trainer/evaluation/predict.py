@@ -94,9 +94,13 @@ class Answering:
     @classmethod
     def of(cls, predictor: predictors.Predictor, calibrated: rollup_file.Calibration | None = None,
            precision: float = 0.0) -> "Answering":
-        return cls(rollup.label_tree(predictor.label_names, predictor.taxonomy),
-                   predictor.taxonomy.phylum_of(predictor.label_rank),
-                   calibrated, None if calibrated is None else calibrated.thresholds(precision))
+        answering = cls(rollup.label_tree(predictor.label_names, predictor.taxonomy),
+                        predictor.taxonomy.phylum_of(predictor.label_rank))
+        return answering if calibrated is None else answering.rolling_up(calibrated, precision)
+
+    def rolling_up(self, calibrated: rollup_file.Calibration, precision: float) -> "Answering":
+        """The same answers with the roll-up of that calibration at that precision."""
+        return dataclasses.replace(self, calibrated=calibrated, thresholds=calibrated.thresholds(precision))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,10 +318,11 @@ def run(settings: PredictSettings, inputs: Sequence[str]) -> None:
     if not files:
         raise PredictError("no image files found in the inputs", EXIT_NOTHING_PREDICTED)
     predictor = predictors.open_predictor(settings.model_dir, settings.backend, settings.quantize, settings.threads)
-    tree = rollup.label_tree(predictor.label_names, predictor.taxonomy)
-    calibrated = (rollup_file.read_matching(settings.model_dir, tree, predictor.label_names)
-                  if settings.rollup_precision else None)
-    answering = Answering.of(predictor, calibrated, settings.rollup_precision)
+    answering = Answering.of(predictor)
+    if settings.rollup_precision:
+        answering = answering.rolling_up(rollup_file.read_matching(settings.model_dir, answering.tree,
+                                                                   predictor.label_names),
+                                         settings.rollup_precision)
     predictions, skipped = predict_files(predictor, files, settings.top_k, settings.batch_size, settings.threads,
                                          progress=expanded, answering=answering)
     if not predictions:

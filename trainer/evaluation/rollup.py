@@ -115,9 +115,14 @@ def node_probabilities(leaf_probabilities: np.ndarray, leaf_ids: np.ndarray,
                        labels: int | None = None) -> np.ndarray:
     """(n, labels) probabilities of a rank's nodes, each the sum over its leaves (leaf_ids: the node id of each
     leaf column); `labels` defaults to the largest id + 1."""
-    membership = np.zeros((len(leaf_ids), int(leaf_ids.max()) + 1 if labels is None else labels))
-    membership[np.arange(len(leaf_ids)), leaf_ids] = 1.0
-    return leaf_probabilities @ membership
+    return leaf_probabilities @ membership(leaf_ids, int(leaf_ids.max()) + 1 if labels is None else labels)
+
+
+def membership(leaf_ids: np.ndarray, labels: int) -> np.ndarray:
+    """(leaves, labels) float64 one-hot of each leaf's node: leaf scores times it are the nodes' sums."""
+    matrix = np.zeros((len(leaf_ids), labels))
+    matrix[np.arange(len(leaf_ids)), leaf_ids] = 1.0
+    return matrix
 
 
 def consistent_probabilities(rank_probabilities: Sequence[np.ndarray | None],

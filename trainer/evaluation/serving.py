@@ -58,8 +58,8 @@ class TrainedModel:
 
     model: keras.Model
     label_names: Mapping[str, tuple[str, ...]]
+    taxonomy: labels.Taxonomy
     source: str = "model.keras"
-    taxonomy: labels.Taxonomy = dataclasses.field(default_factory=labels.shipped)
 
     @property
     def label_rank(self) -> str:
@@ -74,10 +74,6 @@ class TrainedModel:
     @property
     def input_size(self) -> int:
         return int(self.model.input_shape[1])
-
-    def label_probabilities(self, images: tf.Tensor) -> tf.Tensor:
-        """float32 0..255 images at input_size -> (batch, names) softmax of the label rank's head."""
-        return self.model(images, training=False)[self.label_rank]
 
     def probabilities(self, images) -> dict[str, np.ndarray]:
         """0..255 images (uint8 or float, (batch, input_size, input_size, 3)) -> each head's softmax rows: the
@@ -116,8 +112,8 @@ def load_trained(model_dir: str | pathlib.Path) -> TrainedModel:
         if len(names[head]) != output.shape[-1]:
             raise ModelFileError(f"{files.labels}: {len(names[head])} {head} names for the {output.shape[-1]} "
                                  f"{head} outputs of {files.model}: {different}")
-    return TrainedModel(model, {head: tuple(head_names) for head, head_names in names.items()}, str(files.model),
-                        read_taxonomy(files, model_dir))
+    return TrainedModel(model, {head: tuple(head_names) for head, head_names in names.items()},
+                        read_taxonomy(files, model_dir), str(files.model))
 
 
 def read_taxonomy(files: RunFiles, model_dir) -> labels.Taxonomy:

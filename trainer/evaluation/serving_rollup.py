@@ -76,7 +76,7 @@ class TreeOutputs:
                 log_scores += tf.gather(log_probabilities, paths[:, rank_index], axis=1)
         leaves = tf.nn.softmax(log_scores, axis=1)
         ids = tf.gather(tf.constant(paths, tf.int64), tf.argmax(leaves, axis=1, output_type=tf.int64))
-        confidences = [tf.gather(leaves @ _membership(paths[:, rank], len(names)), ids[:, rank], batch_dims=1)
+        confidences = [tf.gather(leaves @ tf.constant(rollup.membership(paths[:, rank], len(names))), ids[:, rank], batch_dims=1)
                        for rank, names in enumerate(self.tree.rank_names)]
         return ids, tf.stack(confidences, axis=1)
 
@@ -101,10 +101,3 @@ class TreeOutputs:
 def _log(probabilities: tf.Tensor) -> tf.Tensor:
     """log p with zeros kept finite, as calibration.as_logits and rollup.leaf_scores do."""
     return tf.math.log(tf.maximum(probabilities, _SMALLEST))
-
-
-def _membership(leaf_ids: np.ndarray, labels: int) -> tf.Tensor:
-    """[leaves, labels] float64 one-hot of each leaf's node (rollup.node_probabilities' matrix)."""
-    membership = np.zeros((len(leaf_ids), labels))
-    membership[np.arange(len(leaf_ids)), leaf_ids] = 1.0
-    return tf.constant(membership)
