@@ -7,6 +7,8 @@ chance; or, for comparisons across the tree, the pixels carry the taxonomy (taxo
 look alike as they do in real photos.
 """
 
+import colorsys
+import functools
 import hashlib
 import os
 import pathlib
@@ -60,33 +62,51 @@ def family_pattern(family: str, width: int, height: int, rng: np.random.Generato
     return image.resize((width, height), Image.BILINEAR)
 
 
+@functools.cache
+def _tree_codes() -> pd.DataFrame:
+    """Per EOL page id, the position of its class, order and family among their siblings in the shipped tree
+    and its class's slot on the colour wheel: the classes in tree order, a gap of 1.5 slots between phyla."""
+    tree = labels.taxonomy()
+    table = tree.set_index("eol_page_id")
+    classes = tree[["phylum", "class"]].drop_duplicates().sort_values(["phylum", "class"])
+    phylum_position = {name: i for i, name in enumerate(sorted(classes["phylum"].unique()))}
+    slots = {name: i + 1.5 * phylum_position[phylum] for i, (phylum, name) in enumerate(classes.values)}
+    table["hue"] = table["class"].map(slots) / (len(classes) + 1.5 * len(phylum_position))
+    table["class_position"] = table["class"].map({name: i for i, name in enumerate(classes["class"])})
+    for rank, parent in (("order", "class"), ("family", "order")):
+        siblings = tree[[parent, rank]].drop_duplicates().sort_values([parent, rank])
+        table[f"{rank}_position"] = table[rank].map(dict(zip(siblings[rank], siblings.groupby(parent).cumcount())))
+    return table
+
+
 def taxonomy_pattern(eol_page_id: int, width: int, height: int, rng: np.random.Generator) -> Image.Image:
-    """An RGB image built from the species' place in the shipped tree: palette by class, stripe texture by
-    order, the number, size and darkness of blobs by family, a small tint and noise level by species. Sister
-    families share palette and texture and differ in detail, so a model's mistakes can land near or far.
+    """An RGB image built from the species' place in the shipped tree, coarse ranks the most visible as in real
+    photos: a hue by class, the classes of one phylum side by side on the colour wheel and the phyla apart (the
+    saturation alternates between neighbouring classes); a stripe texture by order; the number, size and
+    darkness of blobs by family; a small tint and noise level by species. Siblings (the orders of a class, the
+    families of an order) never share a texture or a blob layout, so sister families look alike but differ.
     """
-    ranks = labels.taxonomy().set_index("eol_page_id").loc[int(eol_page_id)]
-
-    def code(rank: str) -> bytes:
-        return hashlib.sha256(f"{rank}:{ranks[rank]}".encode()).digest()
-
-    palette, texture, detail, species = code("class"), code("order"), code("family"), code("species")
+    codes = _tree_codes().loc[int(eol_page_id)]
+    species = hashlib.sha256(f"species:{codes['species']}".encode()).digest()
+    darkness = hashlib.sha256(f"family:{codes['family']}".encode()).digest()[0] % 3
+    order, family = int(codes["order_position"]), int(codes["family_position"])
     small_w, small_h = max(16, width // 8), max(16, height // 8)
     yy, xx = np.mgrid[0:small_h, 0:small_w].astype(np.float32) / max(small_w, small_h)
-    angle = (texture[0] % 8) * np.pi / 8 + rng.uniform(-0.1, 0.1)
-    frequency = 4 + texture[1] % 10 + rng.uniform(-0.5, 0.5)
+    angle = (order % 8) * np.pi / 8 + rng.uniform(-0.1, 0.1)
+    frequency = 4 + 3 * (order // 8) + rng.uniform(-0.5, 0.5)
     stripes = 0.5 + 0.5 * np.sin(2 * np.pi * frequency * (np.cos(angle) * xx + np.sin(angle) * yy)
                                  + rng.uniform(0, 2 * np.pi))
-    colour = np.array(list(palette[:3]), dtype=np.float32) * 0.7 + 50
+    saturation = 0.8 if codes["class_position"] % 2 else 0.5
+    colour = 255 * np.array(colorsys.hsv_to_rgb(codes["hue"], saturation, 0.9), dtype=np.float32)
     colour += (np.array(list(species[:3]), dtype=np.float32) - 127.5) * 0.08
     pixels = colour * (0.45 + 0.55 * stripes[..., None])
     shade = np.ones_like(yy)
-    for _ in range(1 + detail[0] % 3):
+    for _ in range(1 + family % 3):
         cy, cx = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8)
-        radius = 0.08 + (detail[1] % 4) * 0.05
+        radius = 0.08 + (family // 3 % 5) * 0.04
         inside = ((yy * max(small_w, small_h) / small_h - cy) ** 2
                   + (xx * max(small_w, small_h) / small_w - cx) ** 2) < radius ** 2
-        shade = np.where(inside, 0.25 + (detail[2] % 3) * 0.2, shade)
+        shade = np.where(inside, 0.25 + darkness * 0.2, shade)
     pixels = pixels * shade[..., None] + rng.normal(0, 6 + species[3] % 8, pixels.shape)
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     return image.resize((width, height), Image.BILINEAR)

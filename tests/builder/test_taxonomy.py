@@ -1,6 +1,7 @@
 """The six ranks: the shipped taxonomy against the real metadata and Imageomics' annotation (tests/data, CC0),
 and what the catalog does with a course download that has no taxonomy file or rows outside the tree."""
 
+import colorsys
 import pathlib
 import shutil
 
@@ -81,6 +82,27 @@ def test_taxonomy_pixels_make_sister_families_look_alike():
     sisters = np.linalg.norm(_mean_colour(first) - _mean_colour(second))
     strangers = np.median([np.linalg.norm(_mean_colour(first) - _mean_colour(page)) for page in other_class[:8]])
     assert sisters < strangers / 2, (sisters, strangers)
+
+
+def _hue(colour: np.ndarray) -> float:
+    return colorsys.rgb_to_hsv(*(colour / 255))[0]
+
+
+def _hue_gap(first: float, second: float) -> float:
+    return min(abs(first - second), 1 - abs(first - second))
+
+
+def test_taxonomy_pixels_keep_classes_apart_and_a_phylum_together():
+    """No two classes share a colour (hashed palettes once gave insects and birds the same green), and the
+    classes of one phylum are nearer in hue than the classes of two phyla, as in real photos."""
+    tree = labels.taxonomy()
+    classes = tree.drop_duplicates("class").set_index("class")
+    hues = {name: _hue(_mean_colour(int(row["eol_page_id"]))) for name, row in classes.iterrows()}
+    gaps = {(a, b): _hue_gap(hues[a], hues[b]) for a in hues for b in hues if a < b}
+    same_phylum = [gap for (a, b), gap in gaps.items() if classes.loc[a, "phylum"] == classes.loc[b, "phylum"]]
+    other_phyla = [gap for (a, b), gap in gaps.items() if classes.loc[a, "phylum"] != classes.loc[b, "phylum"]]
+    assert min(gaps.values()) > 0.02, min(gaps.items(), key=lambda item: item[1])
+    assert np.median(same_phylum) < np.median(other_phyla) / 2, (np.median(same_phylum), np.median(other_phyla))
 
 
 def test_an_unknown_pixel_kind_is_refused(tmp_path):
