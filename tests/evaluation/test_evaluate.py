@@ -27,6 +27,8 @@ def test_evaluate_writes_every_report_file(trained_run, split_sizes, capsys):
     assert written["bootstrap"]["method"] == "BCa" and written["lca_root_height"] == 4
     assert 0 <= written["hierarchical_distance_at_1"] <= written["hierarchical_distance_at_5"] <= 4
     assert (written["mistake_severity"] is None) == (written["errors"] == 0)
+    if written["errors"]:
+        assert 1 <= written["mistake_severity_floor"] <= written["mistake_severity"]
     assert 0 <= written["aurc"] <= 1 and written["risk_coverage"]["coverage"][-1] == 1.0
     assert pd.read_csv(out_dir / reports.PER_CLASS_CSV)["support"].sum() == split_sizes["test"]
     pd.read_csv(out_dir / reports.CONFUSIONS_CSV)

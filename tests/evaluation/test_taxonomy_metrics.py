@@ -47,6 +47,19 @@ def test_mistake_severity_averages_the_heights_of_the_mistakes_only():
     assert np.isnan(metrics.mistake_severity(labels, labels, _heights()))
 
 
+def test_the_severity_floor_is_the_nearest_other_label_of_each_mistaken_truth():
+    """a's nearest other family is its sister b (1), c's is a or b of its class (2), e has nobody (4); the
+    floor depends on which images are wrong, never on what they were called."""
+    labels = np.array([A, A, C, E, B])
+    heights = _heights()
+    assert metrics.mistake_severity_floor(labels, np.array([A, E, D, D, B]), heights) == pytest.approx(
+        (1 + 2 + 4) / 3)
+    assert metrics.mistake_severity_floor(labels, np.array([A, B, A, A, B]), heights) == pytest.approx(
+        (1 + 2 + 4) / 3)
+    assert np.isnan(metrics.mistake_severity_floor(labels, labels, heights))
+    assert metrics.mistake_severity(labels, np.array([A, B, A, A, B]), heights) >= (1 + 2 + 4) / 3
+
+
 def test_hierarchical_distance_at_k_averages_the_top_k_heights_over_all_images():
     probabilities = np.array([[0.50, 0.30, 0.01, 0.01, 0.17, 0.01],    # a: ranks a, b, e
                               [0.10, 0.01, 0.40, 0.19, 0.29, 0.01]])   # e: ranks c, e, d
@@ -57,6 +70,7 @@ def test_hierarchical_distance_at_k_averages_the_top_k_heights_over_all_images()
         ((0 + 1 + 4) / 3 + (4 + 0 + 4) / 3) / 2)
     got = metrics.severity_metrics(labels, probabilities, FAMILIES, ANCESTORS)
     assert got["mistake_severity"] == 4 and got["hierarchical_distance_at_1"] == 2
+    assert got["mistake_severity_floor"] == 4  # e is the only mistaken truth, alone in its phylum
     assert got["lca_root_height"] == 4
 
 

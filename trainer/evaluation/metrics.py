@@ -243,6 +243,18 @@ def mistake_severity(labels: np.ndarray, predictions: np.ndarray, heights: np.nd
     return float(heights[labels[wrong], predictions[wrong]].mean()) if wrong.any() else math.nan
 
 
+def mistake_severity_floor(labels: np.ndarray, predictions: np.ndarray, heights: np.ndarray) -> float:
+    """The least average mistake severity any answer could have on the same mistaken images: the mean, over
+    the mistakes, of the height from each true label to its nearest other label (1 with a sister family in the
+    order, 2 for a family alone in its order, ...; NaN without mistakes). Severity minus floor is the room a
+    better-mistakes method has without turning mistakes into right answers."""
+    wrong = labels != predictions
+    if not wrong.any():
+        return math.nan
+    others = np.where(np.eye(len(heights), dtype=bool), np.inf, heights)
+    return float(others.min(axis=1)[labels[wrong]].mean())
+
+
 def hierarchical_distance_at_k(labels: np.ndarray, probabilities: np.ndarray, heights: np.ndarray,
                                k: int) -> float:
     """Hierarchical distance@k: the mean LCA height between the truth and each of the k most probable labels,
@@ -253,11 +265,13 @@ def hierarchical_distance_at_k(labels: np.ndarray, probabilities: np.ndarray, he
 
 def severity_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
                      ancestors: pd.DataFrame | Mapping[str, Sequence[str]]) -> dict:
-    """The taxonomy-aware error of metrics.json: average mistake severity, hierarchical distance@k, and the
-    root's height (the scale: 4 for family labels, 6 for species)."""
+    """The taxonomy-aware error of metrics.json: average mistake severity and its floor on the same mistakes,
+    hierarchical distance@k, and the root's height (the scale: 4 for family labels, 6 for species)."""
     paths = taxonomy_paths(class_names, ancestors)
     heights = lca_heights(paths)
-    return {"mistake_severity": mistake_severity(labels, probabilities.argmax(axis=1), heights),
+    predictions = probabilities.argmax(axis=1)
+    return {"mistake_severity": mistake_severity(labels, predictions, heights),
+            "mistake_severity_floor": mistake_severity_floor(labels, predictions, heights),
             **{f"hierarchical_distance_at_{k}": hierarchical_distance_at_k(labels, probabilities, heights, k)
                for k in HIERARCHICAL_K},
             "lca_root_height": int(paths.shape[1])}

@@ -193,7 +193,8 @@ def format_summary(report: Report, heading: str = "") -> str:
              f"AURC {numbers['aurc']:.3f}"]
     if "mistake_severity" in numbers:
         severity = numbers["mistake_severity"]
-        lines.append("  mistake severity " + ("none (no mistakes)" if math.isnan(severity) else f"{severity:.2f}")
+        lines.append("  mistake severity " + ("none (no mistakes)" if math.isnan(severity) else
+                                              f"{severity:.2f} (floor {numbers['mistake_severity_floor']:.2f})")
                      + f" of {numbers['lca_root_height']}   hierarchical distance " + ", ".join(
                          f"@{k} {numbers[f'hierarchical_distance_at_{k}']:.2f}" for k in metrics.HIERARCHICAL_K))
     for key, words in (("ranks", "up the tree"), ("heads", "of each head"),
