@@ -54,6 +54,8 @@ def test_evaluate_judges_mistakes_in_the_collection_tree(foreign_run):
     assert set(per_class["family"]) == set(FAMILIES)
     severity = report.metrics["consistent_mistake_severity"]
     assert np.isnan(severity) or 1 <= severity <= (4 if with_taxonomy else 2)
+    floor = report.metrics["consistent_mistake_severity_floor"]
+    assert np.isnan(floor) == np.isnan(severity) and (np.isnan(floor) or 1 <= floor <= severity)
 
 
 def test_predict_answers_with_the_collection_names_and_phyla(foreign_run, tmp_path):

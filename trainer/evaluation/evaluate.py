@@ -187,16 +187,19 @@ def stratum_rank(label_rank: str) -> str:
 def several_heads_metrics(predictions: SplitPredictions, tree: rollup.Tree, strata: np.ndarray, resamples: int,
                           seed: int) -> dict:
     """Each head's own accuracy and macro-F1 against the truth at its rank, and the tree-consistent
-    prediction's at every rank of the model's tree with its mistake severity at the label rank."""
+    prediction's at every rank of the model's tree with its mistake severity (and that severity's floor) at the
+    label rank."""
     ids, _ = tree.predictions(predictions.heads)
+    heights = tree.lca_heights()
     heads = {head: metrics.rank_scores(predictions.truth[head], rows.argmax(axis=1), strata, resamples, seed)
              for head, rows in predictions.heads.items()}
     consistent = {rank: metrics.rank_scores(predictions.truth[rank], ids[:, column], strata, resamples, seed)
                   for column, rank in enumerate(tree.ranks)}
     return {"heads": {head: scores for head, scores in heads.items() if scores is not None},
             "consistent": {rank: scores for rank, scores in consistent.items() if scores is not None},
-            "consistent_mistake_severity": metrics.mistake_severity(predictions.labels, ids[:, -1],
-                                                                            tree.lca_heights())}
+            "consistent_mistake_severity": metrics.mistake_severity(predictions.labels, ids[:, -1], heights),
+            "consistent_mistake_severity_floor": metrics.mistake_severity_floor(predictions.labels, ids[:, -1],
+                                                                                heights)}
 
 
 def rollup_metrics(fitted: rollup_file.Calibration, evaluated: SplitPredictions, tree: rollup.Tree,
