@@ -41,10 +41,12 @@ def write_download(folder: pathlib.Path, num_images: int | None = None, families
                    per_family: int | None = None, min_side: int = FULL_SIZE[0], max_side: int = FULL_SIZE[1],
                    seed: int = 0, pixels: str = "family") -> pathlib.Path:
     """A course-layout replica download in folder, written unless one made the same way is already there;
-    pixels: tfds_rarespecies.replica's kind ("family" patterns, or "taxonomy": sister families alike)."""
+    pixels: tfds_rarespecies.replica's kind ("family" patterns, or "taxonomy": sister families alike); the
+    stamp names the pattern's version, so a replica written by an earlier pattern is written again."""
     folder = pathlib.Path(folder)
     stamp = {"num_images": num_images, "families": families, "per_family": per_family, "min_side": min_side,
-             "max_side": max_side, "seed": seed, **({"pixels": pixels} if pixels != "family" else {})}
+             "max_side": max_side, "seed": seed,
+             **({"pixels": pixels, "pixels_version": replica.PIXELS[pixels]} if pixels != "family" else {})}
     if _read_stamp(folder / STAMP) == stamp:
         return folder
     shutil.rmtree(folder, ignore_errors=True)

@@ -112,7 +112,7 @@ def taxonomy_pattern(eol_page_id: int, width: int, height: int, rng: np.random.G
     return image.resize((width, height), Image.BILINEAR)
 
 
-PIXELS = ("family", "taxonomy")
+PIXELS = {"family": 1, "taxonomy": 2}  # kind -> version of its pattern (2: taxonomy hues from the tree)
 
 
 def write_replica(out_dir: os.PathLike, rows: pd.DataFrame, layout: str = "course",
