@@ -112,8 +112,8 @@ def embeddings(run_config, model_dir: pathlib.Path) -> dict:
 
 
 def judged(model_dir: pathlib.Path, features: dict) -> dict:
-    """Per decision rule: family top-1, macro-F1, mistake severity and roll-up coverage on test, read through
-    the run's tree."""
+    """Per decision rule: family top-1, macro-F1, mistake severity and its floor, roll-up coverage and the share
+    answered at family on test, read through the run's tree."""
     from trainer.evaluation import metrics, rollup, serving  # noqa: PLC0415
 
     trained = serving.load_trained(model_dir)
@@ -122,18 +122,18 @@ def judged(model_dir: pathlib.Path, features: dict) -> dict:
     heads = {split: {name: np.asarray(rows) for name, rows in head.predict(f.embeddings, verbose=0).items()}
              for split, f in features.items()}
     truth = {split: np.stack([f.labels[rank] for rank in tree.ranks], axis=1) for split, f in features.items()}
-    outcome = {}
+    outcome, heights = {}, tree.lca_heights()
     for decision in rollup.DECISIONS:
         (valid_ids, valid_conf), (ids, conf) = (tree.predictions(heads[split], decision)
                                                 for split in ("validation", "test"))
         thresholds = rollup.precision_thresholds(valid_conf, valid_ids == truth["validation"], _PRECISION.value)
         family, guess = truth["test"][:, -1], ids[:, -1]
-        outcomes = rollup.rollup_outcomes(ids, conf, truth["test"], thresholds, tree.ranks)
+        rolled = rollup.rollup_outcomes(ids, conf, truth["test"], thresholds, tree.ranks)
         outcome[decision] = {
             "top1": float(np.mean(family == guess)), "macro_f1": metrics.macro_f1(family, guess),
-            "severity": metrics.mistake_severity(family, guess, tree.lca_heights()),
-            "floor": metrics.mistake_severity_floor(family, guess, tree.lca_heights()),
-            "coverage": outcomes["coverage"], "at_family": outcomes["answered_at"][tree.ranks[-1]]}
+            "severity": metrics.mistake_severity(family, guess, heights),
+            "floor": metrics.mistake_severity_floor(family, guess, heights),
+            "coverage": rolled["coverage"], "at_family": rolled["answered_at"][tree.ranks[-1]]}
     return outcome
 
 
@@ -173,8 +173,7 @@ def main(argv):
         s = spread[(name, decision)]
         rows.append((name, decision, f"{f['top1']:.3f}", f"{f['macro_f1']:.3f} ± {s['macro_f1']:.3f}",
                      f"{f['severity']:.2f} ± {s['severity']:.2f}", f"{f['floor']:.2f}", f"{change:+.0%}",
-                     f"{points:+.1f}",
-                     f"{f['coverage']:.3f}", f"{f['at_family']:.3f}", f"{f['seconds']:.0f}"))
+                     f"{points:+.1f}", f"{f['coverage']:.3f}", f"{f['at_family']:.3f}", f"{f['seconds']:.0f}"))
     print(f"taxonomy replica (202 families x {_PER_FAMILY.value}, standard_256), frozen MobileNetV2 ImageNet, "
           f"{_EPOCHS.value} head epochs, aux loss weight {_AUX_WEIGHT.value:g}, seeds {','.join(_SEEDS.value)} "
           f"(mean ± sd), test split, {datetime.date.today()}")
