@@ -37,7 +37,7 @@ demo: $(STAMP)
 	  --download_dir=$(DEMO)/downloads $(QUIET_BUILD)
 	$(PY) -m trainer.main --flagfile=configs/demo.flags --data_dir=$(DEMO)/data --model_dir=$(DEMO)/run
 	$(PY) -m trainer.evaluate --model_dir=$(DEMO)/run --data_dir=$(DEMO)/data --split=test
-	$(PY) -m trainer.serving --model_dir=$(DEMO)/run
+	$(PY) -m trainer.export --model_dir=$(DEMO)/run
 	$(PY) -m trainer.predict --model_dir=$(DEMO)/run --top_k=3 $(SAMPLE_IMAGE)
 	@echo "demo done: dataset $(DEMO)/data, run $(DEMO)/run (eval/test/, saved_model/), report above"
 

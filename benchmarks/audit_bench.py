@@ -119,8 +119,8 @@ def measure(scores, planted: dict) -> list[tuple[str, ...]]:
 def main(argv):
     del argv
     from trainer import cli  # noqa: PLC0415 (TensorFlow only once flags are parsed)
-    from trainer.audit import settings  # noqa: PLC0415
-    from trainer.audit.run import run  # noqa: PLC0415
+    from trainer.auditing import settings  # noqa: PLC0415
+    from trainer.auditing.run import run  # noqa: PLC0415
 
     work_dir = pathlib.Path(_WORK_DIR.value)
     counts = {kind: 0 for kind in KINDS} | {k: int(v) for k, v in (item.split("=") for item in _PLANTED.value)}

@@ -1,5 +1,5 @@
 """Where the macro-F1 point estimate sits in its 95% interval: the plain percentile bootstrap over images (the rule
-before issue 14) against the family-stratified BCa bootstrap of trainer/evaluation/metrics.py.
+before issue 14) against the family-stratified BCa bootstrap of trainer/numbers/metrics.py.
 
     .venv/bin/python -m benchmarks.bootstrap_bench
 
@@ -15,7 +15,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import table
-from trainer.evaluation import metrics
+from trainer.numbers import metrics
 
 _RESAMPLES = flags.DEFINE_integer("resamples", 1000, "Bootstrap resamples of each interval.")
 _RIGHT = flags.DEFINE_float("right", 0.5, "Chance that an image is classified right.")

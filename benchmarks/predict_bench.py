@@ -6,15 +6,15 @@
 MOBILENETV2_NOTOP.weights.h5: the ImageNet MobileNetV2 weights without top, by path (Keras downloads them to
 ~/.keras/models/ on `keras.applications.MobileNetV2(include_top=False)`; never committed).
 
-Two runs are trained head-only (trainer.train.run, phase 1 on cached embeddings) on a full-size replica
+Two runs are trained head-only (trainer.training.train.run, phase 1 on cached embeddings) on a full-size replica
 (benchmarks.replica_data, built as inception_342): InceptionV3 at 299 px (weights=none: no ImageNet weights
 can be fetched here, so its agreement says less) and MobileNetV2 at 224 px with the genuine ImageNet weights of
---weights. Each is exported as LiteRT float32 and int8 (trainer.serving's export, parity on validation, int8
+--weights. Each is exported as LiteRT float32 and int8 (trainer.export's export, parity on validation, int8
 calibrated on --calibration_images train images). Then trainer.predict's own path (predict.predict_files:
 the decoding thread pool, batches of --batch_size, top-k) classifies the replica's full-size JPEGs, so decoding
 counts, with each backend in turn for --rounds rounds (the models loaded once, before the timing, so every
 ratio compares rates measured under the same machine load); "keras one by one" is the predict this replaced
-(each file decoded, then classified alone through serving.ServingModel). Prints one table: images/s, the
+(each file decoded, then classified alone through savedmodel.ServingModel). Prints one table: images/s, the
 ratios to keras and to one by one, load time, file size, top-1 agreement with keras on those photos and the
 export's parity on validation.
 Targets: InceptionV3 int8 >= 2.5x keras with agreement >= 0.97; float32 agreement >= 0.999.
@@ -48,8 +48,8 @@ OLD = "keras one by one"
 
 def trained_run(data_dir: pathlib.Path, backbone: str, size: int, weights: str, model_dir: pathlib.Path) -> str:
     """A fresh head-only run of the backbone on the replica (an earlier one may come from another replica)."""
-    from trainer import train  # noqa: PLC0415 (TensorFlow only once flags are parsed)
-    from trainer.config import Config  # noqa: PLC0415
+    from trainer.training import train  # noqa: PLC0415 (TensorFlow only once flags are parsed)
+    from trainer.training.config import Config  # noqa: PLC0415
 
     shutil.rmtree(model_dir, ignore_errors=True)
     train.run(Config(backbone=backbone, dataset_config="inception_342", image_size=size, data_dir=str(data_dir),
@@ -60,7 +60,7 @@ def trained_run(data_dir: pathlib.Path, backbone: str, size: int, weights: str, 
 
 
 def export_litert(model_dir: str) -> None:
-    from trainer.evaluation import export  # noqa: PLC0415
+    from trainer.serving import export  # noqa: PLC0415
 
     for quantize in ("float32", "int8"):
         export.export(export.ExportSettings(model_dir, format="litert", quantize=quantize, overwrite=True,
@@ -70,7 +70,7 @@ def export_litert(model_dir: str) -> None:
 def runners(model_dir: str) -> dict:
     """name -> (classify(files) -> top-1 family per predicted file, load seconds), each model loaded once."""
     from tfds_rarespecies import imaging  # noqa: PLC0415
-    from trainer.evaluation import predict, predictors, serving  # noqa: PLC0415
+    from trainer.serving import predict, predictors, savedmodel, trained_model  # noqa: PLC0415
 
     loaded = {}
     for name, backend, quantize in BACKENDS:
@@ -80,7 +80,7 @@ def runners(model_dir: str) -> dict:
             prediction.names[0] for prediction in
             predict.predict_files(predictor, files, batch_size=_BATCH_SIZE.value)[0]], time.perf_counter() - start)
     start = time.perf_counter()
-    serving_model = serving.ServingModel(serving.load_trained(model_dir), top_k=1)
+    serving_model = savedmodel.ServingModel(trained_model.load_trained(model_dir), top_k=1)
 
     def one_by_one(files):
         """trainer.predict before LiteRT: each file decoded, then classified alone (batch 1), in turn."""
@@ -109,7 +109,7 @@ def measure(model_dir: str, files: list[pathlib.Path]) -> dict:
 
 
 def rows_of(label: str, model_dir: str, totals: dict) -> list[tuple[str, ...]]:
-    from trainer.evaluation import litert  # noqa: PLC0415
+    from trainer.serving import litert  # noqa: PLC0415
 
     rates = {name: images / wall for name, (wall, images, _, _) in totals.items()}
     rows = []
@@ -141,7 +141,7 @@ def main(argv):
         export_litert(model_dir)
         print(f"{label}: predicting {len(files)} photos per round", flush=True)
         rows += rows_of(label, model_dir, measure(model_dir, files))
-    from trainer.evaluation import litert  # noqa: PLC0415
+    from trainer.serving import litert  # noqa: PLC0415
 
     print(f"\n{datetime.date.today()}: trainer.predict over {replica_data.describe(download)}; batch "
           f"{_BATCH_SIZE.value}, {os.cpu_count()} cores (threads = all), {_ROUNDS.value} rounds, "

@@ -12,7 +12,7 @@ The replica (benchmarks.replica_data) has real metadata rows with pixels built f
 (tfds_rarespecies.replica.taxonomy_pattern: hue by class with the classes of a phylum side by side on the colour
 wheel, texture by order, detail by family, tint and noise by species), so sister families look alike and the
 coarse ranks are the most visible, as in real photos; built as standard_256. MobileNetV2 with the
-genuine ImageNet weights of --weights stays frozen: each run is trainer.train.run's phase 1 on cached embeddings
+genuine ImageNet weights of --weights stays frozen: each run is trainer.training.train.run's phase 1 on cached embeddings
 (the cache is shared, so every run sees the same vectors), head only, same epochs and rate, once per seed.
 
 Runs (VARIANTS): the flat family head (the plain baseline); hierarchical heads; each with hierarchy-aware soft
@@ -78,7 +78,7 @@ def variants() -> tuple[Variant, ...]:
 
 
 def config(data_dir: str, model_dir: pathlib.Path, variant: Variant, seed: int, cache: pathlib.Path):
-    from trainer.config import Config  # noqa: PLC0415 (TensorFlow after the flags are parsed)
+    from trainer.training.config import Config  # noqa: PLC0415 (TensorFlow after the flags are parsed)
 
     return Config(data_dir=data_dir, dataset_config="standard_256", model_dir=str(model_dir),
                   backbone="mobilenetv2", weights=_WEIGHTS.value, heads=variant.heads,
@@ -91,7 +91,7 @@ def config(data_dir: str, model_dir: pathlib.Path, variant: Variant, seed: int, 
 
 def train(run_config) -> float:
     """Trains one run (phase 1 on cached embeddings); returns its wall time in seconds."""
-    from trainer import train as train_lib  # noqa: PLC0415
+    from trainer.training import train as train_lib  # noqa: PLC0415
 
     start = time.perf_counter()
     train_lib.run(run_config)
@@ -101,10 +101,10 @@ def train(run_config) -> float:
 def embeddings(run_config, model_dir: pathlib.Path) -> dict:
     """The cached validation and test embeddings (the test split's cached on first use)."""
     import pipelines  # noqa: PLC0415
-    from trainer import inputs  # noqa: PLC0415
-    from trainer.evaluation import serving  # noqa: PLC0415
+    from trainer.serving import trained_model  # noqa: PLC0415
+    from trainer.training import inputs  # noqa: PLC0415
 
-    embedder = serving.load_trained(model_dir).model.get_layer("embedder")
+    embedder = trained_model.load_trained(model_dir).model.get_layer("embedder")
     weights_id = pipelines.weights_id(run_config.weights, run_config.seed)
     cfg = inputs.input_config(run_config)
     return {split: pipelines.cached_features(embedder, weights_id, cfg, split, run_config.feature_cache_dir)
@@ -114,9 +114,10 @@ def embeddings(run_config, model_dir: pathlib.Path) -> dict:
 def judged(model_dir: pathlib.Path, features: dict) -> dict:
     """Per decision rule: family top-1, macro-F1, mistake severity and its floor, roll-up coverage and the share
     answered at family on test, read through the run's tree."""
-    from trainer.evaluation import metrics, rollup, serving  # noqa: PLC0415
+    from trainer.numbers import metrics, rollup  # noqa: PLC0415
+    from trainer.serving import trained_model
 
-    trained = serving.load_trained(model_dir)
+    trained = trained_model.load_trained(model_dir)
     tree = rollup.label_tree(trained.label_names, trained.taxonomy)
     head = trained.model.get_layer("head")
     heads = {split: {name: np.asarray(rows) for name, rows in head.predict(f.embeddings, verbose=0).items()}

@@ -11,7 +11,7 @@ The quick default (MobileNetV2 at 96 px on small_128, ~3 minutes) for checking t
     .venv/bin/python -m benchmarks.train_bench --work_dir=/tmp/rare_species_train_bench
 
 Any trainer flag (--backbone, --weights, --image_size, --dataset_config, --batch_size as the global batch, ...)
-sets the runs' common config. Every measurement is a `trainer.train.run` (the one training path) in a child
+sets the runs' common config. Every measurement is a `trainer.training.train.run` (the one training path) in a child
 process of its own, so each can split the CPU before TensorFlow starts; a Keras callback times the batches and
 epochs. The four measurements alternate for --rounds rounds and the table pools them, so each ratio compares
 runs made under the same machine load. The replica (benchmarks.replica_data: real metadata rows, synthetic
@@ -34,8 +34,8 @@ from absl import app, flags
 
 from benchmarks import replica_data, table
 from trainer import cli
-from trainer import train
-from trainer.config import Config
+from trainer.training import train
+from trainer.training.config import Config
 
 _WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/rare_species_train_bench", "Replica, dataset and runs go here.")
 _FAMILIES = flags.DEFINE_integer("families", 20, "Families in the replica.")

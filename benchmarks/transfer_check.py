@@ -10,7 +10,7 @@
     (tfds_rarespecies.imaging decodes it as the builder would, pipelines' evaluation view takes the central
     square at 224 px, the backbone table scales it); a wrong input scale or a broken decoder shows at once
     in the top-5 ImageNet classes. --labels: 1001 lines, index 0 = background (TFLite order).
-(2) trainer.train.run, head only (phase 1 on cached embeddings), on a replica dataset: --weights=PATH (the
+(2) trainer.training.train.run, head only (phase 1 on cached embeddings), on a replica dataset: --weights=PATH (the
     --imagenet_weights file) against --weights=none, same seed, steps and images; prints validation and test
     macro-F1 and accuracy of each side by side.
 The weights are never part of the repository: pass their paths.
@@ -56,8 +56,8 @@ def classify_photo(photo: pathlib.Path, full_weights: str, labels_path: str) -> 
 
 def head_only(data_dir: str, weights: str, model_dir: pathlib.Path) -> dict:
     """One head-only run of MobileNetV2 at 128 px on the replica; its results dict."""
-    from trainer import train  # noqa: PLC0415
-    from trainer.config import Config  # noqa: PLC0415
+    from trainer.training import train  # noqa: PLC0415
+    from trainer.training.config import Config  # noqa: PLC0415
 
     config = dataclasses.replace(
         Config(), backbone="mobilenetv2", dataset_config="small_128", image_size=128, data_dir=data_dir,

@@ -22,8 +22,9 @@ import optuna
 from absl import app, flags, logging
 
 from benchmarks import replica_data, table
-from trainer import cli, inputs
-from trainer.config import Config
+from trainer import cli
+from trainer.training import inputs
+from trainer.training.config import Config
 from trainer.tuning.settings import Settings
 
 _WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/rare_species_tune_bench", "Replica, dataset and studies go here.")

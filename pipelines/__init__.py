@@ -15,6 +15,7 @@ Public API (everything the trainer needs; the modules hold one concern each):
 - `distributed_dataset(strategy, cfg, split, training, with_file_names=False)` (datasets): the same through
   `strategy.distribute_datasets_from_function`; required for multi-worker, accepted by fit/evaluate.
 - `steps_per_epoch(cfg, split="train", num_replicas=1)` (datasets): global batches per epoch.
+- `num_workers(strategy)` (datasets): processes training together (the multi-worker cluster's size, else 1).
 - `model_front_layers(cfg)` (model_front): augmentation + `BackboneScaling` for the front of the model when
   `cfg.augment_on_device`; empty otherwise.
 - `augmentation_layers(name, strength=1.0, seed=0)` (augmentation): the Keras layers of a named recipe.
@@ -34,7 +35,7 @@ from pipelines.augmentation import augmentation_layers
 from pipelines.backbones import BACKBONES, get_backbone
 from pipelines.balancing import class_weights
 from pipelines.config import InputConfig
-from pipelines.datasets import distributed_dataset, make_dataset, steps_per_epoch
+from pipelines.datasets import distributed_dataset, make_dataset, num_workers, steps_per_epoch
 from pipelines.features import Features, cached_features, weights_id
 from pipelines.model_front import BackboneScaling, model_front_layers
 from pipelines.reading import DatasetInfo, DatasetNotBuiltError, dataset_info, label_counts
@@ -42,6 +43,6 @@ from pipelines.reading import DatasetInfo, DatasetNotBuiltError, dataset_info, l
 __all__ = [
     "BACKBONES", "BackboneScaling", "DatasetInfo", "DatasetNotBuiltError", "Features", "InputConfig",
     "augmentation_layers", "cached_features", "class_weights", "dataset_info", "distributed_dataset",
-    "get_backbone", "label_counts", "make_dataset", "model_front_layers", "steps_per_epoch",
+    "get_backbone", "label_counts", "make_dataset", "model_front_layers", "num_workers", "steps_per_epoch",
     "weights_id",
 ]

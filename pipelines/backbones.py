@@ -2,7 +2,7 @@
 
 Every other module (input pipelines, model builder, feature cache, tuner, predict) reads this table, so a
 backbone's input scale is written down exactly once. Each `preprocessing` entry reproduces
-`keras.applications.<module>.preprocess_input` (tests/test_backbones.py checks it against Keras).
+`keras.applications.<module>.preprocess_input` (tests/pipelines/test_backbones.py checks it against Keras).
 """
 
 import dataclasses

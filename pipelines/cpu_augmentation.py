@@ -12,7 +12,7 @@ per-channel affine, so the table holds it exactly; the images come out ready for
 The transforms are Keras': the same draws (RandomGeometry's flip coins, angle and zoom, RandomBrightness' delta,
 RandomContrast's factor, at the magnitudes of pipelines.augmentation.magnitudes), about the same centre, with the
 same reflected border, in the same order. The pixels differ only by resampling once instead of twice and by
-rounding the warp to uint8 (tests/test_pipelines_cpu_augmentation.py bounds it). The draws come from TF's stateless
+rounding the warp to uint8 (tests/pipelines/test_cpu_augmentation.py bounds it). The draws come from TF's stateless
 RNG, seeded per element, so a deterministic run repeats exactly.
 
 The Python function inside tf.data has one hazard: an iterator still alive when the interpreter finalises (a
@@ -79,7 +79,7 @@ def draw(seed, size: augmentation.Magnitudes):
 
 def channel_scaling(backbone: backbones.Backbone) -> np.ndarray:
     """(2, 3): the backbone's input scaling as slope and offset per channel (it is affine, see
-    tests/test_pipelines_cpu_augmentation.py). Computed eagerly, also while a dataset function is traced."""
+    tests/pipelines/test_cpu_augmentation.py). Computed eagerly, also while a dataset function is traced."""
     low, high = augmentation.VALUE_RANGE
     with tf.init_scope():
         offset, top = backbone.preprocess(tf.constant([[low] * 3, [high] * 3])).numpy().astype(np.float64)

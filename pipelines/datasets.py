@@ -48,7 +48,7 @@ def make_dataset(cfg: InputConfig, split: str, training: bool, strategy: tf.dist
       tables, the feature cache and audits, not for fit.
     """
     if input_context is None:
-        if _num_workers(strategy) > 1:
+        if num_workers(strategy) > 1:
             raise ValueError("make_dataset without input_context serves one worker: under a multi-worker "
                              "strategy use distributed_dataset(strategy, cfg, split, training)")
         batch_size = cfg.batch_size * (strategy.num_replicas_in_sync if strategy else 1)
@@ -201,9 +201,10 @@ def _options(cfg: InputConfig, training: bool) -> tf.data.Options:
     return options
 
 
-def _num_workers(strategy: tf.distribute.Strategy | None) -> int:
+def num_workers(strategy: tf.distribute.Strategy | None) -> int:
+    """Processes training together: the chief and workers of a multi-worker cluster, else 1."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None:
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
         return 1
     jobs = resolver.cluster_spec().as_dict()
     return max(1, len(jobs.get("chief", [])) + len(jobs.get("worker", [])))

@@ -14,6 +14,7 @@ import pathlib
 import pandas as pd
 
 from tfds_rarespecies import errors, labels
+from tfds_rarespecies.imaging import IMAGE_SUFFIXES
 
 COURSE_METADATA = "metadata.csv"
 COURSE_COLUMNS = ("rare_species_id", "eol_content_id", "eol_page_id", "kingdom", "phylum", "family", "file_path")
@@ -29,7 +30,6 @@ EXCLUSION_COLUMNS = ("rare_species_id", "reason")
 SHIPPED_TAXONOMY = "shipped annotation"
 NO_TAXONOMY = "download, which has none"
 LABEL_SOURCES = ("shipped", "from_metadata")  # the builder config's `labels`
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 
 LOWER_RANKS = ("class", "order", "genus", "species")  # phylum and family come with every layout's metadata
 TEXT_COLUMNS = ("rare_species_id", "kingdom", "phylum", "family", *LOWER_RANKS, "common_name", "license_name",

@@ -23,6 +23,10 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 300_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
+# The file name endings of the formats the decoder reads: the catalog finds a download's images and predict a
+# folder's photos by them.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
+
 REASONS = ("empty_file", "not_an_image", "truncated", "too_large", "unreadable")
 
 # Files that start like an image but that Pillow cannot identify are damaged images, not error pages.

@@ -9,7 +9,7 @@ download that came without rare_species_taxonomy.csv.
 
 A `Taxonomy` is the distinct paths (phylum ... species, "" where a rank is unknown) of a collection; each rank's
 label list is that rank's names, sorted, so the paths alone define the label ids. The builder stores its paths
-in the dataset's metadata and training copies them into the run (trainer/run_dir.py), so every reader of a
+in the dataset's metadata and training copies them into the run (trainer/training/run_dir.py), so every reader of a
 dataset or a model takes names and ancestors from there, whichever collection it came from.
 """
 

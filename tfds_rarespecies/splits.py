@@ -95,7 +95,7 @@ def assign_splits(keys: Sequence[str], families: Sequence[str], groups: Sequence
     if scheme == "species_disjoint":
         multi_species = set(families).difference(species_disjoint_fallback_families(families, species))
         units = _species_units(families, species, groups, multi_species)
-    unit_members, group_members = _indices_by(units), _indices_by(groups)
+    unit_members = _indices_by(units)
     split_of: list[int | None] = [None] * len(keys)
 
     def put(members: list[int], split: int) -> None:
@@ -107,10 +107,9 @@ def assign_splits(keys: Sequence[str], families: Sequence[str], groups: Sequence
         if family in multi_species and len(free) == 2 == len({units[i] for i in items}):
             (larger, _), (smaller, size) = free
             put(unit_members[larger], 0)
-            atoms = _largest_first({groups[i] for i in unit_members[smaller]}, group_members, items, keys, seed)
-            targets = dict(zip((1, 2), _target_counts(size, fractions[1:])))
-            for (atom, _), split in zip(atoms, _fill([n for _, n in atoms], {1: 0, 2: 0}, targets)):
-                put(group_members[atom], split)
+            for members, split in _two_species_held_out(unit_members[smaller], size, groups, items, keys,
+                                                        fractions, seed):
+                put(members, split)
         else:
             counts = collections.Counter(split_of[i] for i in items if split_of[i] is not None)
             targets = dict(enumerate(_target_counts(len(items), fractions)))
@@ -119,6 +118,17 @@ def assign_splits(keys: Sequence[str], families: Sequence[str], groups: Sequence
                 put(unit_members[unit], split)
     _check_every_split(families, split_of, scheme)
     return [SPLITS[s] for s in split_of]
+
+
+def _two_species_held_out(members: list[int], size: int, groups: Sequence[int], items: list[int],
+                          keys: Sequence[str], fractions: Sequence[float], seed: int) -> list[tuple[list[int], int]]:
+    """The smaller species of a two-species family divided between validation (1) and test (2) by duplicate
+    group, at their share of the fractions: (members, split) per group."""
+    group_members = _indices_by(groups)
+    atoms = _largest_first({groups[i] for i in members}, group_members, items, keys, seed)
+    targets = dict(zip((1, 2), _target_counts(size, fractions[1:])))
+    return [(group_members[atom], split)
+            for (atom, _), split in zip(atoms, _fill([n for _, n in atoms], {1: 0, 2: 0}, targets))]
 
 
 def species_disjoint_fallback_families(families: Sequence[str], species: Sequence[str]) -> list[str]:

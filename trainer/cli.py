@@ -10,6 +10,7 @@ through a private FlagValues, so it never touches absl's global FLAGS either.
 Numeric bounds are absl's own validators, so `--phase1_epochs=-1` fails while the flags are parsed.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -18,9 +19,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -44,26 +43,32 @@ def quiet_native_logs() -> None:
     line shows, as TensorFlow prints it). Entry points call it first.
 
     TF_CPP_MIN_LOG_LEVEL=3 quiets what TensorFlow logs later, but not the lines printed while it is imported,
-    before absl's logging is initialised (tensorflow/tensorflow#100442): those are captured from file
-    descriptor 2 during the import and dropped; anything else printed there (a warning, an import error) is
-    passed on.
+    before absl's logging is initialised (tensorflow/tensorflow#100442): those are dropped from file
+    descriptor 2 during the import; anything else printed there (a warning, an import error) is passed on.
     """
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with native_lines_dropped(_NATIVE_START_UP):
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def native_lines_dropped(pattern: re.Pattern):
+    """File descriptor 2 captured while the block runs (native libraries write there, past sys.stderr); every
+    line is passed on afterwards but those `pattern` matches."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
-                    if not _NATIVE_START_UP.match(line)]
-            sys.stderr.write("".join(kept))
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not pattern.match(line)))
 
 
 def field(default, help_text: str, choices: Sequence[str] | None = None, lower: float | None = None,

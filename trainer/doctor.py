@@ -15,7 +15,7 @@ from trainer import cli
 cli.quiet_native_logs()
 
 from trainer import preflight  # noqa: E402  (after the log level is set: importing TensorFlow prints)
-from trainer.config import Config, validate  # noqa: E402
+from trainer.training.config import Config, validate  # noqa: E402
 
 PROGRAM = "trainer.doctor"
 

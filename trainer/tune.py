@@ -1,4 +1,4 @@
-"""Optuna studies over the trainer: every trial is one `trainer.train.run` with a few flags overridden.
+"""Optuna studies over the trainer: every trial is one `trainer.training.train.run` with a few flags overridden.
 
     python -m trainer.tune --flagfile=configs/tune_inceptionv3.flags --study_name=incv3 --n_trials=20 --gpus=0,1,2,3
     python -m trainer.tune --flagfile=configs/tune_inceptionv3.flags --study_name=incv3 \
@@ -27,7 +27,7 @@ from trainer import cli
 
 cli.quiet_native_logs()
 
-from trainer.config import Config  # noqa: E402  (after the log level is set: the tuner imports TensorFlow)
+from trainer.training.config import Config  # noqa: E402  (after the log level is set: the tuner imports TensorFlow)
 from trainer.tuning import launcher, outputs, space, storage, study  # noqa: E402
 from trainer.tuning.settings import Settings, check_settings  # noqa: E402
 

@@ -20,8 +20,8 @@ from tests.audit.pictures import text_page
 from tests.conftest import build, tiny_rows
 from tfds_rarespecies import replica
 from trainer import cli
-from trainer.audit import settings
-from trainer.audit.run import run
+from trainer.auditing import settings
+from trainer.auditing.run import run
 
 FAMILIES = ("acroporidae", "apidae", "bovidae", "cheloniidae", "unionidae")
 PER_FAMILY = 25

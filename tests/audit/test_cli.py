@@ -13,12 +13,12 @@ import sys
 import pytest
 
 from trainer import cli
-from trainer.audit import settings
-from trainer.audit.run import run
+from trainer.auditing import settings
+from trainer.auditing.run import run
 
 REPO = pathlib.Path(__file__).parents[2]
 FLAG_NAMES = [cli.flag_name(item) for item in dataclasses.fields(settings.AuditConfig)]
-MODULES = {"__main__", "embedders", "proposals", "review", "run", "scores", "settings"}
+MODULES = {"embedders", "proposals", "review", "run", "scores", "settings"}
 HAS_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None
 
 
@@ -36,10 +36,10 @@ def test_helpfull_documents_every_flag():
 def test_importing_any_audit_module_defines_no_flag():
     script = ("import importlib, json, pkgutil\n"
               "from absl import flags\n"
-              "import trainer.audit\n"
-              "modules = [module.name for module in pkgutil.iter_modules(trainer.audit.__path__)]\n"
+              "import trainer.auditing\n"
+              "modules = [module.name for module in pkgutil.iter_modules(trainer.auditing.__path__)]\n"
               "for name in modules:\n"
-              "    importlib.import_module(f'trainer.audit.{name}')\n"
+              "    importlib.import_module(f'trainer.auditing.{name}')\n"
               f"print(json.dumps({{'modules': modules, 'defined': [name for name in {FLAG_NAMES!r} "
               "if name in flags.FLAGS]}))\n")
     done = python("-c", script)

@@ -1,12 +1,12 @@
-"""trainer.audit.proposals on crafted score tables: what proposes an image, what only flags it, the weak-head
+"""trainer.auditing.proposals on crafted score tables: what proposes an image, what only flags it, the weak-head
 rule, the cap and the ranking."""
 
 import numpy as np
 import pandas as pd
 
 from tests.audit.conftest import duplicate_table
-from trainer.audit import proposals
-from trainer.audit import scores as audit_scores
+from trainer.auditing import proposals
+from trainer.auditing import scores as audit_scores
 
 STRONG = audit_scores.HeadQuality(accuracy=0.95, macro_f1=0.9, images=100)
 WEAK = audit_scores.HeadQuality(accuracy=0.5, macro_f1=0.4, images=100)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.audit.conftest import FAMILIES, Planted, audit
-from trainer.audit import proposals, review
+from trainer.auditing import proposals, review
 
 # The weak run's raised cap: every planted non-photo and extra copy (15 of 125) fits, agreeing flags would too.
 WEAK_CAP = 0.15

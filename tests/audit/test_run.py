@@ -1,4 +1,4 @@
-"""trainer.audit.run end to end on the planted dataset (tests/audit/conftest.py), its exclusions rebuilt through
+"""trainer.auditing.run end to end on the planted dataset (tests/audit/conftest.py), its exclusions rebuilt through
 the real builder.
 
 The embedder is the from-scratch baseline CNN with random weights: on these images (colour and stripes say the
@@ -18,7 +18,7 @@ from PIL import Image
 from tests.audit.conftest import FAMILIES, PER_FAMILY, audit
 from tests.conftest import build
 from tfds_rarespecies import catalog, report
-from trainer.audit import embedders, proposals, review
+from trainer.auditing import embedders, proposals, review
 
 # Allowed share of unplanted images proposed for exclusion / flagged for review.
 CLEAN_EXCLUDED_RATE = 0.05

@@ -1,4 +1,4 @@
-"""trainer.audit.scores on crafted arrays: each detector ranks what it was built to find."""
+"""trainer.auditing.scores on crafted arrays: each detector ranks what it was built to find."""
 
 import numpy as np
 import pandas as pd
@@ -6,8 +6,8 @@ import pandas as pd
 from tests.audit.conftest import duplicate_table
 from tests.audit.pictures import text_page
 from tfds_rarespecies import replica
-from trainer.audit import proposals
-from trainer.audit import scores as audit_scores
+from trainer.auditing import proposals
+from trainer.auditing import scores as audit_scores
 
 
 def test_non_photo_score_orders_fill_page_and_photo():

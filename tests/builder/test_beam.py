@@ -20,9 +20,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 import tfds_rarespecies
-from tfds_rarespecies import errors, report
 from tests.builder.test_builder import COURSE_SAMPLE
 from tests.builder.test_download_problems import _too_small_for_species_split
+from tfds_rarespecies import errors, report
 
 BEAM_OPTIONS = {"runner": "DirectRunner", "direct_num_workers": 2, "direct_running_mode": "multi_processing"}
 

@@ -13,8 +13,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 import tfds_rarespecies
-from tfds_rarespecies import catalog, replica, report
 from tests.conftest import build, tiny_rows
+from tfds_rarespecies import catalog, replica, report
 
 BUILDER_DIR = pathlib.Path(tfds_rarespecies.__file__).parent / "rare_species"
 COURSE_SAMPLE = BUILDER_DIR / "dummy_data"

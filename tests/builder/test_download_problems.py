@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 import tfds_rarespecies
-from tfds_rarespecies import errors, preparing, replica, report
 from tests.builder.test_builder import COURSE_SAMPLE
 from tests.conftest import build, tiny_rows
+from tfds_rarespecies import errors, preparing, replica, report
 
 SECRET = "root:x:0:0:SECRET-FIRST-LINE"
 # Lines TensorFlow, TFDS and absl print on their own under `tfds build` (the ones `make demo` filters out):

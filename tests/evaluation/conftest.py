@@ -11,13 +11,13 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tests.evaluation.common import pattern
-from trainer.config import Config
-from trainer.run_dir import RunFiles
+from trainer.training.config import Config
+from trainer.training.run_dir import RunFiles
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_data_dir) -> str:
-    """A baseline CNN at 32 px with a phylum head, trained by trainer.train.run on the tiny dataset like
+    """A baseline CNN at 32 px with a phylum head, trained by trainer.training.train.run on the tiny dataset like
     configs/demo.flags trains (phase 1 on cached embeddings, then every layer), so the saved model is the
     demo's kind; eight phase-2 epochs (~10 s) make it sure of its answers (validation accuracy 1.0, top-1
     margins ~0.15-0.95), so a LiteRT model's agreement with it measures the conversion, not coin flips.
@@ -45,7 +45,7 @@ def hierarchical_run(tmp_path_factory, tiny_data_dir) -> str:
 
 def _train_once(tmp_path_factory, data_dir: str, name: str, **changes) -> str:
     """A run of the shared recipe under the session's temp root, trained when it is not there yet."""
-    from trainer import train
+    from trainer.training import train
 
     model_dir = tmp_path_factory.getbasetemp() / name
     if not (model_dir / "model.keras").exists():
@@ -71,7 +71,7 @@ def litert_run(tmp_path_factory, trained_run) -> str:
     export keeps any agreement (--min_agreement=0): on 8 validation images one flipped answer is 0.875, and
     which image sits near a tie depends on the CPU's float kernels (CI's flipped one); the floor's refusal has
     its own test."""
-    from trainer.evaluation import export
+    from trainer.serving import export
 
     model_dir = tmp_path_factory.mktemp("litert_run")
     source, copy = RunFiles(pathlib.Path(trained_run)), RunFiles(model_dir)

@@ -14,8 +14,11 @@ import tensorflow as tf
 
 from tests.evaluation.common import GOOD_FILES, pattern
 from tfds_rarespecies import labels
-from trainer.evaluation import evaluate, predict, reports, rollup, rollup_file, serving
-from trainer.run_dir import RunFiles
+from trainer.evaluation import evaluate, reports
+from trainer.numbers import calibration, rollup
+from trainer.serving import predict, savedmodel, split_predictions, trained_model
+from trainer.training import calibration_file
+from trainer.training.run_dir import RunFiles
 
 SPECIES_PHYLUM = labels.ancestors("species")["phylum"].to_dict()
 
@@ -26,9 +29,9 @@ def _csv(path: pathlib.Path) -> list[dict]:
 
 
 def test_a_species_run_loads_and_serves_species(species_run):
-    trained = serving.load_trained(species_run)
+    trained = trained_model.load_trained(species_run)
     assert trained.label_rank == "species" and trained.names == labels.names("species")
-    answers = serving.ServingModel(trained, top_k=3).classify_images(np.stack([pattern(50, 70, 0)]))
+    answers = savedmodel.ServingModel(trained, top_k=3).classify_images(np.stack([pattern(50, 70, 0)]))
     names = [name.decode() for name in answers["names"].numpy()[0]]
     assert set(names) <= set(labels.names("species")) and len(names) == 3
     assert [phylum.decode() for phylum in answers["phyla"].numpy()[0]] == [SPECIES_PHYLUM[name] for name in names]
@@ -61,7 +64,7 @@ def test_predict_a_species_run_writes_species_columns(species_run, photo_folder,
 
 
 def test_train_run_writes_the_calibration_predict_rolls_up_with(species_run, photo_folder, tmp_path):
-    calibrated = rollup_file.read(species_run)
+    calibrated = calibration_file.read(species_run)
     assert calibrated.ranks == labels.RANKS and set(calibrated.temperatures) == {"species"}
     assert all(np.all(np.diff(calibrated.confidences[rank]) <= 0) for rank in calibrated.ranks)
     assert len(calibrated.correct["species"]) == calibrated.validation["examples"]
@@ -87,7 +90,7 @@ def test_hierarchical_heads_are_evaluated_raw_and_consistent(hierarchical_run):
 
 def test_predictions_of_hierarchical_heads_never_leave_the_predicted_order(hierarchical_run, photo_folder,
                                                                           tmp_path):
-    trained = serving.load_trained(hierarchical_run)
+    trained = trained_model.load_trained(hierarchical_run)
     assert trained.label_rank == "family" and set(trained.label_names) == {"phylum", "order", "family"}
     tree = rollup.label_tree(trained.label_names, trained.taxonomy)
     heads = trained.probabilities(np.stack([pattern(32, 32, seed) for seed in range(64)]))
@@ -106,10 +109,10 @@ def _crafted(model_dir: pathlib.Path, family_right: bool, order_right: bool) -> 
     order and always right above: thresholds 0 where right, none (inf) where wrong."""
     ranks = ("phylum", "class", "order", "family")
     right = {"phylum": True, "class": True, "order": order_right, "family": family_right}
-    crafted = rollup_file.Calibration("family", ranks, {"phylum": 1.0, "family": 1.0},
+    crafted = calibration.RollupCalibration("family", ranks, {"phylum": 1.0, "family": 1.0},
                                       {rank: np.array([0.9, 0.5, 0.0]) for rank in ranks},
                                       {rank: np.full(3, right[rank]) for rank in ranks})
-    rollup_file.write(model_dir, crafted)
+    calibration_file.write(model_dir, crafted)
 
 
 @pytest.mark.parametrize("family_right, order_right, rank", [(True, True, "family"), (False, True, "order"),
@@ -137,21 +140,21 @@ def test_rollup_without_calibration_names_the_command_that_writes_it(trained_run
     for name in ("model", "labels", "flagfile"):
         shutil.copy(getattr(RunFiles(pathlib.Path(trained_run)), name), getattr(RunFiles(model_dir), name))
     refusal = "has no calibration.json; write it with `python -m trainer.evaluate --model_dir=.* --rollup_precision"
-    with pytest.raises(rollup_file.CalibrationFileError, match=refusal) as raised:
+    with pytest.raises(calibration_file.CalibrationFileError, match=refusal) as raised:
         predict.run(predict.PredictSettings(str(model_dir), 2, rollup_precision=0.9), [str(photo_folder)])
     assert "\n" not in str(raised.value)
     evaluate.evaluate(evaluate.EvaluationConfig(str(model_dir), split="validation", resamples=10,
                                                 rollup_precision=0.9))
-    assert rollup_file.read(model_dir).ranks == ("phylum", "class", "order", "family")
+    assert calibration_file.read(model_dir).ranks == ("phylum", "class", "order", "family")
     predict.run(predict.PredictSettings(str(model_dir), 2, rollup_precision=0.9), [str(photo_folder / "photo.jpg")])
 
 
 def test_images_outside_the_taxonomy_at_the_label_rank_sit_out_and_are_counted(species_run, monkeypatch,
                                                                               split_sizes):
-    real = evaluate.evaluation_batches
-    trained = serving.load_trained(species_run)
-    cfg = evaluate.evaluation_inputs(species_run, trained, batch_size=4)
-    whole = evaluate.predict_split(trained, cfg, "test")
+    real = split_predictions.evaluation_batches
+    trained = trained_model.load_trained(species_run)
+    cfg = split_predictions.evaluation_inputs(species_run, trained, batch_size=4)
+    whole = split_predictions.predict_split(trained, cfg, "test")
 
     def first_unplaced(cfg, split):
         def unplace(index, batch):
@@ -160,8 +163,8 @@ def test_images_outside_the_taxonomy_at_the_label_rank_sit_out_and_are_counted(s
             return images, {**ids, "species": species}, names
         return real(cfg, split).enumerate().map(unplace)
 
-    monkeypatch.setattr(evaluate, "evaluation_batches", first_unplaced)
-    placed = evaluate.predict_split(trained, cfg, "test")
+    monkeypatch.setattr(split_predictions, "evaluation_batches", first_unplaced)
+    placed = split_predictions.predict_split(trained, cfg, "test")
     assert placed.outside == 1 and len(placed.labels) == split_sizes["test"] - 1
     assert placed.positions.tolist() == list(range(1, split_sizes["test"]))
     assert placed.file_names == whole.file_names[1:]

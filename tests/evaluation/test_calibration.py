@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trainer.evaluation import calibration, metrics
+from trainer.numbers import calibration, metrics
 
 
 def _calibrated(examples: int = 3000, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,9 @@ import tensorflow as tf
 from PIL import Image
 
 from trainer import cli
-from trainer.evaluation import evaluate, metrics, reports, serving
+from trainer.evaluation import evaluate, reports
+from trainer.numbers import metrics
+from trainer.serving import split_predictions, trained_model
 
 
 def test_evaluate_writes_every_report_file(trained_run, split_sizes, capsys):
@@ -44,13 +46,13 @@ def test_evaluate_writes_every_report_file(trained_run, split_sizes, capsys):
 
 
 def test_predictions_cover_the_split_once_with_the_gallery_images_in_order(trained_run, split_sizes):
-    trained = serving.load_trained(trained_run)
-    cfg = evaluate.evaluation_inputs(trained_run, trained, batch_size=5)
-    predictions = evaluate.predict_split(trained, cfg, "train")
+    trained = trained_model.load_trained(trained_run)
+    cfg = split_predictions.evaluation_inputs(trained_run, trained, batch_size=5)
+    predictions = split_predictions.predict_split(trained, cfg, "train")
     assert len(predictions.labels) == len(set(predictions.file_names)) == split_sizes["train"]
     np.testing.assert_allclose(predictions.probabilities.sum(axis=1), 1.0, rtol=1e-5)
     indices = np.array([7, 0, split_sizes["train"] - 1])
-    images = evaluate.images_at(cfg, "train", indices)
+    images = split_predictions.images_at(cfg, "train", indices)
     assert [image.shape for image in images] == [(32, 32, 3)] * 3 and images[0].dtype == np.uint8
     again = trained.probabilities(np.stack(images))[trained.label_rank]
     np.testing.assert_allclose(again, predictions.probabilities[indices], atol=1e-5)
@@ -58,20 +60,20 @@ def test_predictions_cover_the_split_once_with_the_gallery_images_in_order(train
 
 def test_tta_views_are_the_image_its_crops_and_their_mirrors():
     images = tf.random.uniform((2, 16, 16, 3), 0, 255)
-    assert len(evaluate.tta_views(images, [], 16)) == 1
-    flipped = evaluate.tta_views(images, ["flip"], 16)
+    assert len(split_predictions.tta_views(images, [], 16)) == 1
+    flipped = split_predictions.tta_views(images, ["flip"], 16)
     np.testing.assert_array_equal(flipped[1].numpy(), images.numpy()[:, :, ::-1])
-    both = evaluate.tta_views(images, ["flip", "crops"], 16)
+    both = split_predictions.tta_views(images, ["flip", "crops"], 16)
     assert len(both) == 12 and all(view.shape == (2, 16, 16, 3) for view in both)
-    flat = evaluate.tta_views(tf.fill((1, 16, 16, 3), 100.0), ["crops"], 16)
+    flat = split_predictions.tta_views(tf.fill((1, 16, 16, 3), 100.0), ["crops"], 16)
     np.testing.assert_allclose(np.stack(flat), 100.0, atol=1e-3)
 
 
 def test_evaluate_refuses_with_one_line(trained_run, tmp_path):
     for config, error, words in (
-            (evaluate.EvaluationConfig(str(tmp_path)), serving.RunNotFoundError, "model.keras not found"),
+            (evaluate.EvaluationConfig(str(tmp_path)), trained_model.RunNotFoundError, "model.keras not found"),
             (evaluate.EvaluationConfig(trained_run, tta=("rotate",)), evaluate.EvaluationError, "unknown mode"),
-            (evaluate.EvaluationConfig(trained_run, split="holdout"), evaluate.EvaluationError, "--split=holdout")):
+            (evaluate.EvaluationConfig(trained_run, split="holdout"), split_predictions.SplitError, "--split=holdout")):
         with pytest.raises(error, match=words) as raised:
             evaluate.evaluate(config)
         assert "\n" not in str(raised.value)

@@ -1,4 +1,4 @@
-"""The LiteRT export (trainer.serving --format=litert): metadata and parity, a reload in a fresh process, the
+"""The LiteRT export (trainer.export --format=litert): metadata and parity, a reload in a fresh process, the
 refusal under --min_agreement, predict and evaluate on --backend=litert against keras, and broken files."""
 
 import csv
@@ -16,8 +16,9 @@ import pytest
 
 from tests.evaluation.common import GOOD_FILES, pattern
 from trainer import cli
-from trainer.evaluation import evaluate, export, litert, litert_export, predict, reports, serving
-from trainer.run_dir import RunFiles
+from trainer.evaluation import evaluate, reports
+from trainer.serving import export, litert, litert_export, predict, trained_model
+from trainer.training.run_dir import RunFiles
 
 FLOAT32_TOLERANCE = 1e-4
 
@@ -27,7 +28,7 @@ def _metadata(model_dir: str, quantize: str) -> dict:
 
 
 def test_export_writes_the_model_with_its_labels_and_parity(litert_run, split_sizes):
-    trained = serving.load_trained(litert_run)
+    trained = trained_model.load_trained(litert_run)
     float32, int8 = _metadata(litert_run, "float32"), _metadata(litert_run, "int8")
     for metadata in (float32, int8):
         assert metadata["labels"] == {head: list(names) for head, names in trained.label_names.items()}
@@ -47,7 +48,7 @@ def test_export_writes_the_model_with_its_labels_and_parity(litert_run, split_si
 _RELOAD = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from trainer.evaluation import litert
+    from trainer.serving import litert
     model_dir, pixels_path = sys.argv[1:]
     model = litert.load(litert.find_export(model_dir, "float32"))
     print(json.dumps({head: rows.tolist() for head, rows in model.probabilities(np.load(pixels_path)).items()}))
@@ -61,7 +62,7 @@ def test_float32_reloaded_in_a_fresh_process_answers_like_keras(litert_run, tmp_
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     reloaded = json.loads(result.stdout.strip().splitlines()[-1])
-    for head, rows in serving.load_trained(litert_run).probabilities(pixels).items():
+    for head, rows in trained_model.load_trained(litert_run).probabilities(pixels).items():
         np.testing.assert_allclose(reloaded[head], rows, atol=FLOAT32_TOLERANCE)
 
 
@@ -159,7 +160,7 @@ def test_which_export_predict_and_evaluate_use(litert_run, tmp_path):
                                                   r"--quantize=float32\|int8"):
         litert.find_export(litert_run)
     with pytest.raises(litert.LiteRTError, match="float16.tflite not found; export one with `python -m "
-                                                 "trainer.serving .*--format=litert --quantize=float16`"):
+                                                 "trainer.export .*--format=litert --quantize=float16`"):
         litert.find_export(litert_run, "float16")
     with pytest.raises(litert.LiteRTError, match="holds no .tflite"):
         litert.find_export(tmp_path)

@@ -1,5 +1,5 @@
 """A run whose model.keras or labels.json cannot be used ends in one line naming the file and what to do, in
-the library (serving.load_trained) and on the command line (exactly one error line, status 2, no traceback)."""
+the library (trained_model.load_trained) and on the command line (exactly one error line, status 2, no traceback)."""
 
 import json
 import pathlib
@@ -16,8 +16,8 @@ from PIL import Image
 from tests.evaluation.common import pattern
 from tfds_rarespecies import labels
 from trainer import cli
-from trainer.evaluation import serving
-from trainer.run_dir import RunFiles
+from trainer.serving import trained_model
+from trainer.training.run_dir import RunFiles
 
 
 def _copy_run(trained_run: str, model_dir: pathlib.Path) -> RunFiles:
@@ -61,15 +61,15 @@ def _other_labels(files: RunFiles) -> None:
 def test_unusable_run_files_are_one_line(trained_run, tmp_path, damage, words):
     files = _copy_run(trained_run, tmp_path / "run")
     damage(files)
-    with pytest.raises(serving.ModelFileError, match=re.escape(words)) as raised:
-        serving.load_trained(files.model_dir)
+    with pytest.raises(trained_model.ModelFileError, match=re.escape(words)) as raised:
+        trained_model.load_trained(files.model_dir)
     message = str(raised.value)
     assert "\n" not in message and "not found" not in message and "retrain" in message
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage, command, words", [
-    (_random_bytes, ["trainer.serving"], "not a readable Keras model"),
+    (_random_bytes, ["trainer.export"], "not a readable Keras model"),
     (_lambda_layer, ["trainer.predict", "photo.jpg"], "safe mode refuses")])
 def test_command_line_names_the_file_once(trained_run, tmp_path, damage, command, words):
     files = _copy_run(trained_run, tmp_path / "run")

@@ -4,7 +4,6 @@ fresh process."""
 import csv
 import io
 import json
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from pipelines import images as pipeline_images
 from tests.evaluation.common import GOOD_FILES, pattern
 from tfds_rarespecies import labels
 from trainer import cli
-from trainer.evaluation import predict, serving
+from trainer.serving import predict, savedmodel, trained_model
 
 TOP_K = 3
 
@@ -38,7 +37,7 @@ def _check_ranked(rows: list[dict]) -> None:
 def test_center_square_is_the_pipelines_evaluation_view():
     jpeg = tf.io.encode_jpeg(pattern(70, 50, 4)).numpy()
     expected = pipeline_images.decode_center(jpeg, 32).numpy()
-    got = serving.center_square(tf.io.decode_jpeg(jpeg)[None], 32)[0].numpy()
+    got = trained_model.center_square(tf.io.decode_jpeg(jpeg)[None], 32)[0].numpy()
     np.testing.assert_array_equal(got, expected)
 
 
@@ -100,8 +99,8 @@ _RELOAD = textwrap.dedent("""
 
 
 def test_export_reloaded_in_a_fresh_process_answers_identically(trained_run, tmp_path):
-    model = serving.ServingModel(serving.load_trained(trained_run), TOP_K)
-    export_dir = serving.export_saved_model(model, tmp_path / "saved_model")
+    model = savedmodel.ServingModel(trained_model.load_trained(trained_run), TOP_K)
+    export_dir = savedmodel.export_saved_model(model, tmp_path / "saved_model")
     encoded = []
     for seed, (height, width) in enumerate(((90, 120), (64, 40), (33, 33))):
         stream = io.BytesIO()

@@ -11,7 +11,8 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from tfds_rarespecies import labels as label_lists
-from trainer.evaluation import metrics, reports
+from trainer.evaluation import reports
+from trainer.numbers import metrics
 
 FAMILIES = label_lists.families()
 FAMILY_TO_PHYLUM = label_lists.phylum_of("family")
@@ -145,9 +146,10 @@ def test_write_report_writes_every_file_for_all_202_families(tmp_path):
         return [np.full((90 + i % 50, 120, 3), i % 255, np.uint8) for i in indices]
 
     phylum_only = {family: (phylum, "", "") for family, phylum in FAMILY_TO_PHYLUM.items()}
-    report = reports.write_report(tmp_path, labels, probabilities, FAMILIES, FAMILY_TO_PHYLUM, title="test",
-                                  file_names=file_names, load_images=load_images, extra={"split": "test"},
-                                  resamples=50, ancestors=phylum_only)
+    report = reports.write_report(tmp_path, labels, probabilities,
+                                  metrics.LabelSpace(FAMILIES, FAMILY_TO_PHYLUM, ancestors=phylum_only),
+                                  metrics.Resampling(resamples=50), title="test",
+                                  gallery=reports.Gallery(file_names, load_images), extra={"split": "test"})
     written = json.loads((tmp_path / reports.METRICS_JSON).read_text())
     assert written["split"] == "test" and written["examples"] == 400
     assert {name: written[name] for name in metrics.GAP_METRICS} == {name: report.metrics[name]
@@ -181,7 +183,8 @@ def test_write_report_writes_every_file_for_all_202_families(tmp_path):
 def test_nan_metrics_are_written_as_null(tmp_path):
     labels = np.zeros(4, dtype=int)
     probabilities = np.tile(np.eye(6)[0], (4, 1))
-    report = reports.write_report(tmp_path, labels, probabilities, FAMILIES, FAMILY_TO_PHYLUM, resamples=10)
+    report = reports.write_report(tmp_path, labels, probabilities, metrics.LabelSpace(FAMILIES, FAMILY_TO_PHYLUM),
+                                  metrics.Resampling(resamples=10))
     assert np.isnan(report.metrics["macro_auc"])
     written = json.loads((tmp_path / reports.METRICS_JSON).read_text())
     assert written["macro_auc"] is None and written["accuracy"] == 1.0

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.evaluation import rollup
+from trainer.numbers import rollup
 
 # Two orders under one class and phylum; families f1, f2 in o1 and f3 in o2.
 ORDERS = ("o1", "o2")

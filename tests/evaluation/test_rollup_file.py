@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from tfds_rarespecies import labels
-from trainer.evaluation import calibration, rollup, rollup_file
+from trainer.numbers import calibration, rollup
+from trainer.training import calibration_file
 
 LABEL_NAMES = {"family": labels.names("family"), "phylum": labels.names("phylum")}
 
@@ -24,7 +25,7 @@ def _validation(examples: int = 300, seed: int = 0):
 
 def test_fit_stores_sorted_confidences_whose_thresholds_reach_the_precision(tmp_path):
     truth, heads = _validation()
-    fitted = rollup_file.fit(rollup.label_tree(LABEL_NAMES, labels.shipped()), truth, heads)
+    fitted = calibration.fit_rollup(rollup.label_tree(LABEL_NAMES, labels.shipped()), truth, heads)
     assert fitted.ranks == ("phylum", "class", "order", "family") and set(fitted.temperatures) == {"phylum", "family"}
     assert all(temperature > 1 for temperature in fitted.temperatures.values())  # softens over-confident heads
     for head in fitted.temperatures:
@@ -38,16 +39,16 @@ def test_fit_stores_sorted_confidences_whose_thresholds_reach_the_precision(tmp_
         assert np.all(np.diff(fitted.confidences[rank]) <= 0)
         if np.isfinite(thresholds[column]):
             assert right[confidences[:, column] >= thresholds[column], column].mean() >= 0.9
-    rollup_file.write(tmp_path, fitted)
-    again = rollup_file.read(tmp_path)
+    calibration_file.write(tmp_path, fitted)
+    again = calibration_file.read(tmp_path)
     assert again.temperatures == pytest.approx(fitted.temperatures)
     np.testing.assert_array_equal(again.thresholds(0.9), thresholds)
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
 
 
 def test_no_file_is_none_and_a_damaged_one_is_one_line(tmp_path):
-    assert rollup_file.read(tmp_path) is None
+    assert calibration_file.read(tmp_path) is None
     (tmp_path / "calibration.json").write_text('{"ranks": ["family"]')
-    with pytest.raises(rollup_file.CalibrationFileError, match="calibration.json: not a calibration file") as raised:
-        rollup_file.read(tmp_path)
+    with pytest.raises(calibration_file.CalibrationFileError, match="calibration.json: not a calibration file") as raised:
+        calibration_file.read(tmp_path)
     assert "\n" not in str(raised.value) and "--rollup_precision=0.95" in str(raised.value)

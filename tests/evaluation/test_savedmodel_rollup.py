@@ -1,4 +1,4 @@
-"""The exported SavedModel's tree-consistent answer and roll-up (serving_rollup.py): the TF ops against
+"""The exported SavedModel's tree-consistent answer and roll-up (savedmodel_rollup.py): the TF ops against
 rollup.py's numpy on crafted probabilities, and an export of a trained run against trainer.predict on the same
 photos."""
 
@@ -13,9 +13,10 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.evaluation.common import pattern
-from trainer.evaluation import (calibration, export, predict, predictors, rollup, rollup_file, serving,
-                                serving_rollup)
-from trainer.run_dir import RunFiles
+from trainer.numbers import calibration, rollup
+from trainer.serving import export, predict, predictors, savedmodel, savedmodel_rollup, trained_model
+from trainer.training import calibration_file
+from trainer.training.run_dir import RunFiles
 
 # Two phyla; orders o1, o2 in p1 and o3 in p2; families f1, f2 in o1, f3 in o2, f4, f5 in o3.
 FAMILIES = ("f1", "f2", "f3", "f4", "f5")
@@ -40,7 +41,7 @@ def test_graph_answers_equal_the_numpy_rule_on_crafted_probabilities():
     rng = np.random.default_rng(0)
     heads = {"order": rng.dirichlet([0.5] * 3, 200), "family": rng.dirichlet([0.5] * 5, 200)}
     temperatures, thresholds = {"order": 2.0, "family": 0.5}, (0.9, 0.8, 0.7)
-    outputs = serving_rollup.TreeOutputs(TREE, temperatures, thresholds)(
+    outputs = savedmodel_rollup.TreeOutputs(TREE, temperatures, thresholds)(
         {head: tf.constant(rows, tf.float32) for head, rows in heads.items()})
     ids, confidences, rolled = _numpy_answers({h: r.astype(np.float32) for h, r in heads.items()}, temperatures,
                                               thresholds)
@@ -58,7 +59,7 @@ def test_graph_answers_equal_the_numpy_rule_on_crafted_probabilities():
 
 
 def test_without_a_calibration_only_the_consistent_answer_is_returned():
-    outputs = serving_rollup.TreeOutputs.of(TREE)({"family": tf.constant([[0.1, 0.2, 0.3, 0.35, 0.05]])})
+    outputs = savedmodel_rollup.TreeOutputs.of(TREE)({"family": tf.constant([[0.1, 0.2, 0.3, 0.35, 0.05]])})
     assert set(outputs) == {"consistent_names", "consistent_probabilities"}
     assert outputs["consistent_names"].numpy().astype(str).tolist() == [["p2", "o3", "f4"]]
     np.testing.assert_allclose(outputs["consistent_probabilities"].numpy(), [[0.4, 0.4, 0.35]], atol=1e-7)
@@ -86,11 +87,11 @@ def _spread_calibration(copy: RunFiles, files) -> None:
     """A calibration.json whose thresholds fall between the photos' calibrated confidences (heads at
     temperature 3), deeper ranks asking more, so the photos roll up to different ranks; a threshold sits
     at the middle of the widest gap, far from every confidence, so rounding cannot flip an answer."""
-    trained = serving.load_trained(copy.model_dir)
+    trained = trained_model.load_trained(copy.model_dir)
     tree = rollup.label_tree(trained.label_names, trained.taxonomy)
     temperatures = {rank: 3.0 for rank in tree.ranks if rank in trained.label_names}
     one = {rank: np.array([1.0]) for rank in tree.ranks}
-    scaled = rollup_file.Calibration(tree.ranks[-1], tree.ranks, temperatures, one, one).scaled(
+    scaled = calibration.RollupCalibration(tree.ranks[-1], tree.ranks, temperatures, one, one).scaled(
         trained.probabilities(np.stack([predict.decode_view(file, trained.input_size) for file in files])))
     _, confidences = tree.predictions(scaled)
     thresholds = {}
@@ -99,7 +100,7 @@ def _spread_calibration(copy: RunFiles, files) -> None:
         gaps = range(depth, min(depth + 3, len(values) - 1))  # deeper ranks leave fewer photos above
         widest = max(gaps, key=lambda i: values[i + 1] - values[i])
         thresholds[rank] = np.array([(values[widest] + values[widest + 1]) / 2])
-    rollup_file.write(copy.model_dir, rollup_file.Calibration(
+    calibration_file.write(copy.model_dir, calibration.RollupCalibration(
         tree.ranks[-1], tree.ranks, temperatures, thresholds, {rank: np.array([True]) for rank in tree.ranks}))
 
 
@@ -111,7 +112,7 @@ def test_export_rolls_up_in_the_graph_as_predict_does(hierarchical_run, tmp_path
                                                rollup_precision=PRECISION))
     capsys.readouterr()
     predictor = predictors.open_predictor(str(copy.model_dir), "keras")
-    calibrated = rollup_file.read(copy.model_dir)
+    calibrated = calibration_file.read(copy.model_dir)
     answering = predict.Answering.of(predictor, calibrated, PRECISION)
     predictions, _ = predict.predict_files(predictor, files, answering=answering)
     assert len({None if p.rolled is None else p.rolled.rank for p in predictions}) >= 2
@@ -133,9 +134,9 @@ def test_export_rolls_up_in_the_graph_as_predict_does(hierarchical_run, tmp_path
 
 def test_export_asked_to_roll_up_without_a_calibration_is_one_line(hierarchical_run, tmp_path):
     copy = _copy_run(hierarchical_run, tmp_path / "run")
-    with pytest.raises(rollup_file.CalibrationFileError, match="no calibration.json") as raised:
+    with pytest.raises(calibration_file.CalibrationFileError, match="no calibration.json") as raised:
         export.export(export.ExportSettings(str(copy.model_dir), rollup_precision=PRECISION))
-    assert "\n" not in str(raised.value) and not (copy.model_dir / serving.EXPORT_DIR_NAME).exists()
+    assert "\n" not in str(raised.value) and not (copy.model_dir / savedmodel.EXPORT_DIR_NAME).exists()
 
 
 def test_litert_metadata_carries_the_tree_and_the_rollup_thresholds(hierarchical_run, tmp_path, capsys):
@@ -149,7 +150,7 @@ def test_litert_metadata_carries_the_tree_and_the_rollup_thresholds(hierarchical
     capsys.readouterr()
     litert_model = predictors.open_predictor(str(copy.model_dir), "litert")
     described = litert_model.metadata["tree"]
-    calibrated = rollup_file.read(copy.model_dir)
+    calibrated = calibration_file.read(copy.model_dir)
     answering = predict.Answering.of(litert_model, calibrated, PRECISION)
     assert described["ranks"] == list(answering.tree.ranks)
     assert np.array_equal(described["leaf_paths"], answering.tree.leaf_paths)
@@ -159,7 +160,7 @@ def test_litert_metadata_carries_the_tree_and_the_rollup_thresholds(hierarchical
                        np.asarray(described["leaf_paths"]))
     heads = litert_model.probabilities(np.stack([predict.decode_view(file, litert_model.input_size)
                                                  for file in files]))
-    scaled = rollup_file.Calibration(tree.ranks[-1], tree.ranks, described["rollup"]["temperatures"], {}, {}).scaled(
+    scaled = calibration.RollupCalibration(tree.ranks[-1], tree.ranks, described["rollup"]["temperatures"], {}, {}).scaled(
         heads)
     ids, confidences = tree.predictions(scaled)
     on_device = [rollup.roll_up(tree.ranks, [tree.rank_names[r][i] for r, i in enumerate(row)], conf, thresholds)

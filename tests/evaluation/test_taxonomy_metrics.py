@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from trainer.evaluation import metrics
+from trainer.numbers import metrics
 
 # Six families: b shares a's order, c its class, d its phylum, e nothing; f's class and order are unknown.
 FAMILIES = ("a", "b", "c", "d", "e", "f")

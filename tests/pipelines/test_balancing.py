@@ -10,8 +10,13 @@ import tensorflow as tf
 
 import pipelines
 from pipelines import balancing
-from tests.pipelines.test_tinydata import CONFIG, COUNTS, FAMILY_IDS, NAME
-from tests.pipelines.test_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
+from tests.pipelines.test_tinydata import (
+    CONFIG,
+    COUNTS,
+    FAMILY_IDS,
+    NAME,
+    tiny_data_dir_standin,  # noqa: F401  (fixture)
+)
 
 # n = 100 over k = 3 present classes (class 1 has none).
 COUNTS_BY_CLASS = [10, 0, 40, 50]

@@ -9,8 +9,14 @@ import tensorflow as tf
 
 import pipelines
 from pipelines import augmentation, backbones, balancing, datasets, reading
-from tests.pipelines.test_tinydata import COLOURS, CONFIG, COUNTS, FAMILY_IDS, NAME
-from tests.pipelines.test_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
+from tests.pipelines.test_tinydata import (
+    COLOURS,
+    CONFIG,
+    COUNTS,
+    FAMILY_IDS,
+    NAME,
+    tiny_data_dir_standin,  # noqa: F401  (fixture)
+)
 from tfds_rarespecies import labels
 
 PALETTE = np.array(list(COLOURS.values()), np.float32)

@@ -17,9 +17,14 @@ import pytest
 import tensorflow as tf
 
 import pipelines
-from tests.pipelines.test_tinydata import COLOURS, CONFIG, COUNTS, NAME
-from tests.pipelines.test_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
 from tests.conftest import free_ports
+from tests.pipelines.test_tinydata import (
+    COLOURS,
+    CONFIG,
+    COUNTS,
+    NAME,
+    tiny_data_dir_standin,  # noqa: F401  (fixture)
+)
 
 ROOT = pathlib.Path(__file__).parents[2]
 BATCH = 4  # per replica

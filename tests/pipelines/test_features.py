@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 
 import pipelines
-from tests.pipelines.test_tinydata import CONFIG, COUNTS, NAME
+from tests.pipelines.test_tinydata import (
+    CONFIG,
+    COUNTS,
+    NAME,
+    tiny_data_dir_standin,  # noqa: F401  (fixture)
+)
 from tfds_rarespecies.labels import RANKS
-from tests.pipelines.test_tinydata import tiny_data_dir_standin  # noqa: F401  (fixture)
 
 
 class CountingPool(keras.layers.Layer):

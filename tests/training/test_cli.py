@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from trainer.config import Config
+from trainer.training.config import Config
 
 REPO = pathlib.Path(__file__).parents[2]
 
@@ -64,6 +64,6 @@ def test_importing_any_trainer_module_defines_no_flag():
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"trainer.train", "trainer.tune", "trainer.tuning.worker", "trainer.evaluation.serving",
-            "trainer.audit.run"} <= set(report["modules"])
+    assert {"trainer.training.train", "trainer.tune", "trainer.tuning.worker", "trainer.serving.trained_model",
+            "trainer.auditing.run"} <= set(report["modules"])
     assert report["defined"] == []

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from trainer import callbacks, run_dir, train
 from tests.training.test_end_to_end import tiny_config
+from trainer.training import callbacks, run_dir, train
 
 
 def _model() -> keras.Model:

@@ -17,8 +17,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 import pipelines  # registers BackboneScaling, which model.keras names
-from trainer import config as config_lib
 from tests.conftest import free_ports
+from trainer.training import config as config_lib
 
 REPO = pathlib.Path(__file__).parents[2]
 

@@ -15,12 +15,13 @@ import pytest
 import tensorflow as tf
 
 from pipelines import backbones
-from trainer import config as config_lib
-from trainer import doctor as doctor_command
-from trainer import models, preflight
-from trainer.preflight import cluster, model_dir, report, versions, weights
-from trainer.run_dir import RunFiles
 from tests.training.test_distributed import cpu_env
+from trainer import doctor as doctor_command
+from trainer import preflight
+from trainer.preflight import cluster, model_dir, report, versions, weights
+from trainer.training import config as config_lib
+from trainer.training import models
+from trainer.training.run_dir import RunFiles
 
 REPO = pathlib.Path(__file__).parents[2]
 # The demo recipe at 32 px (a small model: parity steps take well under a second), two parity steps of 2 images
@@ -114,7 +115,7 @@ import sys
 from trainer import cli
 cli.quiet_native_logs()
 import tensorflow as tf
-from trainer import config as config_lib, distribute
+from trainer.training import config as config_lib, distribute
 from trainer.preflight import parity
 from tests.training.test_doctor import FirstReplicaOnly
 distribute.split_cpu(2)

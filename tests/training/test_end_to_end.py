@@ -1,4 +1,4 @@
-"""`trainer.train.run` end to end on the tiny generated dataset (a few learnable families, 16/2/2 images each)."""
+"""`trainer.training.train.run` end to end on the tiny generated dataset (a few learnable families, 16/2/2 images each)."""
 
 import dataclasses
 import json
@@ -11,10 +11,11 @@ import pytest
 
 import pipelines  # registers BackboneScaling, which model.keras names
 from tfds_rarespecies import labels
-from trainer import config as config_lib
-from trainer import inputs, train
-from trainer.config import Config, ConfigError
-from trainer.evaluation import evaluate, rollup_file, serving
+from trainer.evaluation import evaluate
+from trainer.serving import trained_model
+from trainer.training import calibration_file, inputs, train
+from trainer.training import config as config_lib
+from trainer.training.config import Config, ConfigError
 
 
 def tiny_config(data_dir, model_dir, **changes) -> Config:
@@ -143,9 +144,9 @@ def test_training_at_another_rank_names_that_rank_end_to_end(tiny_data_dir, tmp_
     counts = pipelines.label_counts(cfg, "test")  # every test image placed at the rank
     assert len(counts) == len(labels.names(rank)) and counts.sum() == pipelines.dataset_info(cfg).num_examples["test"]
     assert 0 <= results["test"]["accuracy"] <= 1 and "val_macro_f1" in pd.read_csv(tmp_path / "logs" / "phase2.csv")
-    trained = serving.load_trained(tmp_path)
+    trained = trained_model.load_trained(tmp_path)
     assert trained.label_rank == rank and trained.names == labels.names(rank)
-    calibrated = rollup_file.read(tmp_path)
+    calibrated = calibration_file.read(tmp_path)
     assert calibrated.ranks == labels.RANKS[:labels.RANKS.index(rank) + 1] and set(calibrated.temperatures) == {rank}
 
 
@@ -157,11 +158,11 @@ def test_hierarchical_heads_train_together_and_select_on_the_label_rank(tiny_dat
     for phase in ("phase1", "phase2"):
         log = pd.read_csv(tmp_path / "logs" / f"{phase}.csv")
         assert {"val_family_macro_f1", "val_order_loss", "val_species_loss"} <= set(log.columns)
-    trained = serving.load_trained(tmp_path)
+    trained = trained_model.load_trained(tmp_path)
     assert {head: rows.shape[1] for head, rows in trained.probabilities(np.zeros((1, 32, 32, 3))).items()} == {
         rank: len(labels.names(rank)) for rank in ("order", "family", "species")}
     assert results["best_val_macro_f1"] == pytest.approx(results["validation"]["macro_f1"], abs=1e-6)
-    assert set(rollup_file.read(tmp_path).temperatures) == {"order", "family"}  # species lies below the tree
+    assert set(calibration_file.read(tmp_path).temperatures) == {"order", "family"}  # species lies below the tree
     report = evaluate.evaluate(evaluate.EvaluationConfig(str(tmp_path), split="test", resamples=10))
     assert set(report.metrics["heads"]) == {"order", "family", "species"}
     assert list(report.metrics["consistent"]) == ["phylum", "class", "order", "family"]

@@ -55,7 +55,7 @@ def rows(flagfile: str, augments: bool, on_device: bool) -> list[dict]:
 
 def _arguments(flagfile: str, data_dir: str, model_dir: pathlib.Path, flags: dict) -> list[str]:
     """The flagfile shrunk to tiny sizes, then the row's flags."""
-    from trainer import config as config_lib
+    from trainer.training import config as config_lib
 
     base = config_lib.parse([f"--flagfile={REPO / 'configs' / f'{flagfile}.flags'}"])
     shrunk = [f"--flagfile={REPO / 'configs' / f'{flagfile}.flags'}", f"--data_dir={data_dir}",
@@ -70,9 +70,9 @@ def _arguments(flagfile: str, data_dir: str, model_dir: pathlib.Path, flags: dic
 
 def _run_rows(flagfile: str, data_dir: str, work_dir: str) -> None:
     """This process: each row of the flagfile through train.run, one JSON line each."""
-    from trainer import config as config_lib
-    from trainer import train
-    from trainer.config import ConfigError
+    from trainer.training import config as config_lib
+    from trainer.training import train
+    from trainer.training.config import ConfigError
 
     base = config_lib.parse([f"--flagfile={REPO / 'configs' / f'{flagfile}.flags'}"])
     for index, row in enumerate(rows(flagfile, base.augment != "none", base.augment_on_device)):

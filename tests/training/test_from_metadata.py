@@ -11,8 +11,9 @@ import pytest
 from tests.builder.test_from_metadata import foreign_download
 from tests.conftest import build
 from tests.training.test_end_to_end import tiny_config
-from trainer import train
-from trainer.evaluation import evaluate, export, predict, predictors, serving
+from trainer.evaluation import evaluate
+from trainer.serving import export, predict, predictors, savedmodel, trained_model
+from trainer.training import train
 
 FAMILIES = ["labacroporidae", "labapidae", "labcheloniidae", "labunionidae"]
 PHYLUM = {"labacroporidae": "placozoa", "labapidae": "arthropoda", "labcheloniidae": "chordata",
@@ -37,7 +38,7 @@ def test_the_run_names_the_collection_families_and_keeps_its_tree(foreign_run):
     names = json.loads((run / "labels.json").read_text())
     assert names == {"family": FAMILIES, "phylum": ["arthropoda", "chordata", "mollusca", "placozoa"]}
     assert set(results["test_f1_per_family"]) == set(FAMILIES)
-    trained = serving.load_trained(run)
+    trained = trained_model.load_trained(run)
     assert trained.taxonomy.phylum_of("family")["labacroporidae"] == "placozoa"
     assert list(trained.taxonomy.ancestors("family").columns) == (
         ["phylum", "class", "order"] if with_taxonomy else ["phylum"])
@@ -72,7 +73,7 @@ def test_predict_answers_with_the_collection_names_and_phyla(foreign_run, tmp_pa
 
 def test_serving_and_litert_carry_the_collection_tree(foreign_run):
     _, run, _, with_taxonomy = foreign_run
-    model = serving.ServingModel(serving.load_trained(run), 2)
+    model = savedmodel.ServingModel(trained_model.load_trained(run), 2)
     answer = model.classify_images(np.full((2, 40, 50, 3), 128, np.uint8))
     families = [name.decode() for name in answer["names"].numpy().ravel()]
     phyla = [name.decode() for name in answer["phyla"].numpy().ravel()]

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from trainer import objectives
-from trainer.config import Config
+from trainer.training import objectives
+from trainer.training.config import Config
 
 # Labels 0, 1 sister families (height 1), 2 in the same class (2), 3 in another phylum (4).
 HEIGHTS = np.array([[0, 1, 2, 4], [1, 0, 2, 4], [2, 2, 0, 4], [4, 4, 4, 0]])
@@ -50,7 +50,7 @@ def test_every_head_gets_its_own_rank_heights():
 
 
 def test_a_run_with_soft_labels_trains_and_saves(tiny_data_dir, tmp_path):
-    from trainer import train
+    from trainer.training import train
 
     config = Config(data_dir=tiny_data_dir, dataset_config="small_128", model_dir=str(tmp_path / "run"),
                     backbone="baseline_cnn", weights="none", image_size=32, dense_units=0, batch_size=16,

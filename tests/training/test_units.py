@@ -9,10 +9,10 @@ import pytest
 from sklearn.metrics import f1_score
 
 from tfds_rarespecies import labels
-from trainer import config as config_lib
-from trainer import distribute, inputs, models, objectives, schedules
-from trainer.config import Config, ConfigError, validate
-from trainer.evaluation import metrics
+from trainer.numbers import metrics
+from trainer.training import config as config_lib
+from trainer.training import distribute, inputs, models, objectives, schedules
+from trainer.training.config import Config, ConfigError, validate
 
 REPO = pathlib.Path(__file__).parents[2]
 TINY = dict(backbone="mobilenetv2", image_size=32, weights="none", model_dir="unused")
@@ -31,8 +31,8 @@ def test_flagfile_round_trips_every_field(tmp_path):
 def test_a_run_resumes_under_a_flag_added_since_only_at_its_default(tmp_path):
     """flags.txt of a version before --soft_labels_beta: the same run at the default, another one away from it;
     a flag the old file sets otherwise, or one it names that no longer exists, is another run."""
-    from trainer import train
-    from trainer.run_dir import RunFiles
+    from trainer.training import train
+    from trainer.training.run_dir import RunFiles
 
     config = Config(model_dir=str(tmp_path), backbone="baseline_cnn", weights="none")
     files = RunFiles(tmp_path)
@@ -94,7 +94,7 @@ def test_train_cache_gib_becomes_the_pipeline_budget_in_bytes():
 
 
 def test_streamed_macro_f1_is_the_metric_modules_definition():
-    """The Keras metric that selects checkpoints equals trainer/evaluation/metrics.py's macro-F1 (scikit-learn's:
+    """The Keras metric that selects checkpoints equals trainer/numbers/metrics.py's macro-F1 (scikit-learn's:
     over the classes seen as truth or prediction), also when a class is predicted but absent from the truth."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 7, 300)  # classes 7..11 never occur as truth

@@ -11,10 +11,18 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from tests.tuning.common import (ENV, REPO, assert_exactly_n_trials, assert_multi_worker_study, journal_study, once,
-                                 tune_args, tune_cli)
-from trainer import config as config_lib
-from trainer.config import Config
+from tests.tuning.common import (
+    ENV,
+    REPO,
+    assert_exactly_n_trials,
+    assert_multi_worker_study,
+    journal_study,
+    once,
+    tune_args,
+    tune_cli,
+)
+from trainer.training import config as config_lib
+from trainer.training.config import Config
 from trainer.tuning import storage
 
 

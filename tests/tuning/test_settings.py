@@ -11,8 +11,9 @@ import pytest
 
 from tests.tuning.common import ENV, REPO, tune_args, tune_cli
 from trainer import tune
-from trainer.config import Config, ConfigError
-from trainer.tuning import launcher, settings as settings_lib, space, storage
+from trainer.training.config import Config, ConfigError
+from trainer.tuning import launcher, space, storage
+from trainer.tuning import settings as settings_lib
 from trainer.tuning.settings import Settings, TuneError
 
 MODULES = ("trainer.tune", "trainer.tuning", "trainer.tuning.settings", "trainer.tuning.space",

@@ -10,7 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from trainer import tune
-from trainer.tuning import storage, study as study_lib
+from trainer.tuning import storage
+from trainer.tuning import study as study_lib
 from trainer.tuning.settings import TuneError
 
 LEARNING_RATE = {"phase1_learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}

@@ -9,8 +9,9 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.tuning.common import BAD, GOOD, journal_study, once, tune_args
-from trainer import train, tune
-from trainer.config import Config
+from trainer import tune
+from trainer.training import train
+from trainer.training.config import Config
 from trainer.tuning import study as study_lib
 from trainer.tuning.settings import Settings
 
@@ -105,7 +106,7 @@ def test_an_interrupted_trial_is_queued_again_and_resumes_its_run(tiny_data_dir,
 @pytest.mark.xdist_group("tune_in_process")
 def test_a_retry_whose_resume_state_is_torn_completes_its_trial(tiny_data_dir, tmp_path, monkeypatch):
     """The trainer falls back to the previous resume state, or sets an unreadable one aside and restarts the
-    phase (trainer/callbacks.py), so the retry completes in its first attempt's run directory."""
+    phase (trainer/training/callbacks.py), so the retry completes in its first attempt's run directory."""
     base, settings = tune.parse(tune_args(tiny_data_dir, tmp_path, "torn", "--n_trials=1"))
     interrupt_first_trial(base, settings, monkeypatch)
     for backup in (tmp_path / "torn" / "trial_0000" / "backup").rglob("*.weights.h5*"):

@@ -5,7 +5,7 @@
 Real metadata rows of a few families, small synthetic images (see replica.py), and in the course sample one
 file of each kind a real download holds besides clean JPEGs: a grayscale JPEG, PNG bytes behind a .jpg name,
 a truncated file (skipped), a row whose file is missing, and a file no row names. The test suite and `make demo`
-build from these samples; their expected counts live in tests/test_builder.py.
+build from these samples; their expected counts live in tests/builder/test_builder.py.
 """
 
 import pathlib

@@ -9,12 +9,12 @@ import tensorflow as tf
 import tqdm
 
 import pipelines
-from trainer import models
+from trainer.training import models
 
 
 def run_embedder(model: keras.Model) -> keras.Model:
     """A run's saved model cut at its pooled embedding: the front layers (the backbone scaling) and the
-    "embedder" sub-model that trainer/models.py builds, without the head."""
+    "embedder" sub-model that trainer/training/models.py builds, without the head."""
     embedder = model.get_layer("embedder")
     images = keras.Input(model.input_shape[1:], name="image")
     x = images

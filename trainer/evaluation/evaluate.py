@@ -3,11 +3,11 @@
     python -m trainer.evaluate --model_dir=runs/incv3 --split=test [--gap] [--tta=flip,crops]
         [--data_dir=DIR] [--batch_size=32] [--resamples=1000] [--backend=litert [--quantize=int8]]
 
-Loads model.keras and labels.json (trainer.serving.load_trained), or with --backend=litert the run's LiteRT
-export (trainer/evaluation/predictors.py), reads the split through pipelines' evaluation view (no
+Loads model.keras and labels.json (trainer.serving.trained_model.load_trained), or with --backend=litert the run's LiteRT
+export (trainer/serving/predictors.py), reads the split through pipelines' evaluation view (no
 augmentation, every example exactly once, in stored order, with its ids at every rank), predicts every head,
 and hands the labels and probabilities at the model's label rank (labels.json's first head: family, species,
-...) to trainer.reports: metrics.json, per_class.csv (its name column titled by the rank), confusions.csv,
+...) to reports.write_report: metrics.json, per_class.csv (its name column titled by the rank), confusions.csv,
 confusion_matrix.png, reliability.png, risk_coverage.png, mistakes.png and mistakes.html (thumbnails in
 mistakes/); then prints a one-screen summary. The mistake severity, hierarchical distances and the ranks above
 the label rank use the model's tree (its dataset's, copied into the run: taxonomy.tsv); the intervals are BCa,
@@ -29,7 +29,7 @@ dataset config are the run's (its flags.txt) unless --data_dir is given.
 embeddings of --few_shot_split: the run's fine-tuned backbone (its metrics.json gains "few_shot"), or, without
 --model_dir, --backbone with --weights as trainer.main would start from (few_shot.json in --output_dir).
 --rollup_precision=0.95 also predicts validation, fits a temperature per head there and chooses the roll-up's
-per-rank thresholds on it (trainer/evaluation/rollup_file.py); metrics.json gains "calibration" and "rollup"
+per-rank thresholds on it (trainer/training/calibration_file.py); metrics.json gains "calibration" and "rollup"
 (coverage, precision, where the split's images were answered). A run without calibration.json (trained before
 it was written) gets it from that fit, when the backend is keras and no --tta is on (what predict sees).
 --gap also predicts the train split and adds the train metrics and train-minus-split differences.
@@ -39,25 +39,20 @@ uint8 pixels it takes.
 """
 
 import dataclasses
-import math
 import pathlib
 
 import numpy as np
-import tensorflow as tf
-import tqdm
 
 import pipelines
 from tfds_rarespecies import labels
-from trainer import cli, inputs
-from trainer import config as config_lib
+from trainer import cli
 from trainer.cli import field
-from trainer.evaluation import (embeddings, few_shot, litert, metrics, predictors, reports, rollup, rollup_file,
-                                serving)
-from trainer.run_dir import RunFiles
+from trainer.evaluation import embeddings, few_shot, reports
+from trainer.numbers import calibration, metrics, rollup
+from trainer.serving import litert, predictors, split_predictions
+from trainer.training import calibration_file, inputs
 
-TTA_MODES = ("flip", "crops")
 ALL_SPLITS = "train+validation+test"  # BioCLIP's few-shot protocol uses the whole set
-CROP_FRACTION = 0.875
 EVAL_DIR_NAME = "eval"
 
 
@@ -74,7 +69,8 @@ class EvaluationConfig:
     data_dir: str = field("", "TFDS data_dir holding the run's dataset; empty = the run's own (its flags.txt).")
     batch_size: int = field(32, "Images per prediction batch.", lower=1)
     gap: bool = field(False, "Also evaluate train and report train minus --split.")
-    tta: tuple[str, ...] = field((), f"Test-time augmentation: any of {','.join(TTA_MODES)}.")
+    tta: tuple[str, ...] = field((), "Test-time augmentation: any of "
+                                  f"{','.join(split_predictions.TTA_MODES)}.")
     resamples: int = field(metrics.BOOTSTRAP_RESAMPLES, "Bootstrap resamples of the 95% intervals.", lower=10)
     seed: int = field(0, "Seed of the bootstrap resampling.", flag_name="bootstrap_seed")
     backend: str = predictors.backend_field()
@@ -94,28 +90,6 @@ class EvaluationConfig:
     output_dir: str = field("", "With --backbone: the folder few_shot.json goes to; empty = print only.")
 
 
-@dataclasses.dataclass(frozen=True)
-class SplitPredictions:
-    """Every example of a split placed at the label rank, in stored order: its ids at every rank (truth, -1
-    where the taxonomy has none), each head's softmax rows, its file name and its position in the split;
-    labels and probabilities are the label rank's. `outside` counts the examples left out (no label-rank id)."""
-
-    label_rank: str
-    truth: dict[str, np.ndarray]
-    heads: dict[str, np.ndarray]
-    file_names: list[str]
-    positions: np.ndarray
-    outside: int = 0
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.truth[self.label_rank]
-
-    @property
-    def probabilities(self) -> np.ndarray:
-        return self.heads[self.label_rank]
-
-
 def evaluate(config: EvaluationConfig) -> reports.Report | dict:
     """Predicts the split, writes its report into <model_dir>/eval/<split>/ and prints the summary; without
     --model_dir, --few_shot with --backbone: the few-shot results of that backbone (evaluate_backbone)."""
@@ -125,56 +99,109 @@ def evaluate(config: EvaluationConfig) -> reports.Report | dict:
             return evaluate_backbone(config, shots)
         raise EvaluationError("--model_dir is empty: name the run to evaluate, e.g. --model_dir=runs/incv3 (or "
                               "judge a backbone alone with --few_shot=1,5 --backbone=NAME)")
+    check_run_flags(config, shots)
+    predictor = predictors.open_predictor(config.model_dir, config.backend, config.quantize, config.threads)
+    cfg = split_predictions.evaluation_inputs(config.model_dir, predictor, config.data_dir, config.batch_size)
+    info = pipelines.dataset_info(cfg)
+    check_label_names(predictor, info)
+    judged = Judged(config, predictor, cfg, info,
+                    split_predictions.predict_split(predictor, cfg, config.split, config.tta))
+    extra = {"split": config.split, "dataset": info.full_name, "data_dir": cfg.data_dir,
+             "model_dir": config.model_dir, "tta": list(config.tta), "backend": config.backend,
+             "model": predictor.source, "outside_taxonomy": judged.predictions.outside,
+             **gap_metrics(judged), **tree_metrics(judged)}
+    if shots:
+        extra["few_shot"] = few_shot_results(embeddings.run_embedder(predictor.model), cfg,
+                                             config.few_shot_split, shots, config.seed)
+    return write_and_print(judged, extra)
+
+
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    """One evaluation's inputs: the flags, the run's predictor, the evaluation view, the dataset and the split's
+    predictions."""
+
+    config: EvaluationConfig
+    predictor: predictors.Predictor
+    cfg: pipelines.InputConfig
+    info: pipelines.DatasetInfo
+    predictions: split_predictions.SplitPredictions
+
+    @property
+    def strata(self) -> np.ndarray:
+        return self.predictions.truth[stratum_rank(self.predictor.label_rank)]
+
+    @property
+    def tree(self) -> rollup.Tree:
+        return rollup.label_tree(self.predictor.label_names, self.predictor.taxonomy)
+
+    def predict(self, split: str) -> split_predictions.SplitPredictions:
+        """Another split through the same model and view (the evaluated one is not predicted twice)."""
+        if split == self.config.split:
+            return self.predictions
+        return split_predictions.predict_split(self.predictor, self.cfg, split, self.config.tta)
+
+
+def check_run_flags(config: EvaluationConfig, shots: tuple[int, ...]) -> None:
+    """The flags that make no sense with --model_dir, in one line each."""
     if config.backbone:
         raise EvaluationError(f"--backbone={config.backbone} with --model_dir: the run's own backbone is judged; "
                               "drop one of the two")
-    unknown = sorted(set(config.tta) - set(TTA_MODES))
+    unknown = sorted(set(config.tta) - set(split_predictions.TTA_MODES))
     if unknown:
         raise EvaluationError(f"--tta={','.join(config.tta)}: unknown mode {', '.join(unknown)}; use any of "
-                              f"{','.join(TTA_MODES)}")
+                              f"{','.join(split_predictions.TTA_MODES)}")
     if shots and config.backend != "keras":
         raise EvaluationError("--few_shot reads the run's backbone from model.keras: use --backend=keras")
-    predictor = predictors.open_predictor(config.model_dir, config.backend, config.quantize, config.threads)
-    rank = predictor.label_rank
-    cfg = evaluation_inputs(config.model_dir, predictor, config.data_dir, config.batch_size)
-    info = pipelines.dataset_info(cfg)
+
+
+def check_label_names(predictor: predictors.Predictor, info: pipelines.DatasetInfo) -> None:
     for head, names in predictor.label_names.items():
         if tuple(info.names[head]) != names:
             raise EvaluationError(f"{predictor.source}: the model's {head} names differ from {info.full_name}'s: "
                                   "evaluate on the dataset the run was trained on")
-    predictions = predict_split(predictor, cfg, config.split, config.tta)
-    extra = {"split": config.split, "dataset": info.full_name, "data_dir": cfg.data_dir,
-             "model_dir": config.model_dir, "tta": list(config.tta), "backend": config.backend,
-             "model": predictor.source, "outside_taxonomy": predictions.outside}
-    if config.gap and config.split != "train":
-        train = predict_split(predictor, cfg, "train", config.tta)
-        train_metrics = metrics.headline_metrics(train.labels, train.probabilities)
-        extra["train"] = train_metrics
-        extra["gap"] = metrics.train_gap(train_metrics, metrics.headline_metrics(predictions.labels,
-                                                                                 predictions.probabilities))
-    strata_rank = stratum_rank(rank)
-    strata = predictions.truth[strata_rank]
-    tree = rollup.label_tree(predictor.label_names, predictor.taxonomy)
-    if len(predictor.label_names) > 1:
-        extra.update(several_heads_metrics(predictions, tree, strata, config.resamples, config.seed))
+
+
+def gap_metrics(judged: Judged) -> dict:
+    """With --gap, the train split's headline numbers and train minus the evaluated split."""
+    if not judged.config.gap or judged.config.split == "train":
+        return {}
+    train = judged.predict("train")
+    train_metrics = metrics.headline_metrics(train.labels, train.probabilities)
+    evaluated = metrics.headline_metrics(judged.predictions.labels, judged.predictions.probabilities)
+    return {"train": train_metrics, "gap": metrics.train_gap(train_metrics, evaluated)}
+
+
+def tree_metrics(judged: Judged) -> dict:
+    """Several heads: each head and the tree-consistent answer; --rollup_precision: the roll-up fitted on
+    validation (and written as the run's calibration.json when it has none and nothing changes the view)."""
+    config, tree, figures = judged.config, judged.tree, {}
+    if len(judged.predictor.label_names) > 1:
+        figures.update(several_heads_metrics(judged.predictions, tree, judged.strata, config.resamples, config.seed))
     if config.rollup_precision:
-        validation = (predictions if config.split == "validation" else
-                      predict_split(predictor, cfg, "validation", config.tta))
-        fitted = rollup_file.fit(tree, validation.labels, validation.heads)
-        if config.backend == "keras" and not config.tta and rollup_file.read(config.model_dir) is None:
-            print(f"calibration written to {rollup_file.write(config.model_dir, fitted)}")
-        extra.update(rollup_metrics(fitted, predictions, tree, config.rollup_precision))
-    if shots:
-        extra["few_shot"] = few_shot_results(embeddings.run_embedder(predictor.model), cfg,
-                                             config.few_shot_split, shots, config.seed)
+        validation = judged.predict("validation")
+        fitted = calibration.fit_rollup(tree, validation.labels, validation.heads)
+        if config.backend == "keras" and not config.tta and calibration_file.read(config.model_dir) is None:
+            print(f"calibration written to {calibration_file.write(config.model_dir, fitted)}")
+        figures.update(rollup_metrics(fitted, judged.predictions, tree, config.rollup_precision))
+    return figures
+
+
+def write_and_print(judged: Judged, extra: dict) -> reports.Report:
+    """The report files of the evaluated split, then its one-screen summary."""
+    config, predictor, predictions = judged.config, judged.predictor, judged.predictions
+    rank = predictor.label_rank
     out_dir = report_dir(config.model_dir, config.split, predictor)
+    title = f"{judged.info.full_name} {config.split}"
     report = reports.write_report(
-        out_dir, predictions.labels, predictions.probabilities, predictor.names, predictor.taxonomy.phylum_of(rank),
-        rank=rank, title=f"{info.full_name} {config.split}", file_names=predictions.file_names,
-        load_images=lambda indices: images_at(cfg, config.split, predictions.positions[indices]), extra=extra,
-        resamples=config.resamples, seed=config.seed, ancestors=predictor.taxonomy.ancestors(rank), strata=strata,
-        strata_rank=strata_rank)
-    print(reports.format_summary(report, heading=f"{info.full_name} {config.split} -> {out_dir}"))
+        out_dir, predictions.labels, predictions.probabilities,
+        metrics.LabelSpace(predictor.names, predictor.taxonomy.phylum_of(rank), rank,
+                           predictor.taxonomy.ancestors(rank)),
+        metrics.Resampling(config.resamples, config.seed, judged.strata, stratum_rank(rank)),
+        title=title, extra=extra,
+        gallery=reports.Gallery(predictions.file_names, lambda indices: split_predictions.images_at(
+            judged.cfg, config.split, predictions.positions[indices])))
+    print(reports.format_summary(report, heading=f"{title} -> {out_dir}"))
     return report
 
 
@@ -184,7 +211,7 @@ def stratum_rank(label_rank: str) -> str:
     return "family" if labels.RANKS.index(label_rank) > labels.RANKS.index("family") else label_rank
 
 
-def several_heads_metrics(predictions: SplitPredictions, tree: rollup.Tree, strata: np.ndarray, resamples: int,
+def several_heads_metrics(predictions: split_predictions.SplitPredictions, tree: rollup.Tree, strata: np.ndarray, resamples: int,
                           seed: int) -> dict:
     """Each head's own accuracy and macro-F1 against the truth at its rank, and the tree-consistent
     prediction's at every rank of the model's tree with its mistake severity (and that severity's floor) at the
@@ -202,7 +229,7 @@ def several_heads_metrics(predictions: SplitPredictions, tree: rollup.Tree, stra
                                                                                 heights)}
 
 
-def rollup_metrics(fitted: rollup_file.Calibration, evaluated: SplitPredictions, tree: rollup.Tree,
+def rollup_metrics(fitted: calibration.RollupCalibration, evaluated: split_predictions.SplitPredictions, tree: rollup.Tree,
                    target: float) -> dict:
     """The validation fit (temperatures and their NLL) and how the roll-up at `target` precision, with the
     thresholds chosen on validation, answers the evaluated split."""
@@ -245,8 +272,8 @@ def few_shot_results(embedder, cfg: pipelines.InputConfig, split: str, shots: tu
     """The few-shot protocol on the embedder's vectors of the split's images, labelled by species (images the
     build has no species for sit out)."""
     by_species = dataclasses.replace(cfg, label_rank="species", heads=())
-    vectors, species = embeddings.split_embeddings(embedder, evaluation_batches(by_species, split),
-                                                   _batches(cfg, split))
+    vectors, species = embeddings.split_embeddings(embedder, split_predictions.evaluation_batches(by_species, split),
+                                                   split_predictions.batch_count(cfg, split))
     known = species >= 0
     if not known.any():
         raise EvaluationError(f"split {split} of {cfg.dataset_config} names no species: rebuild the dataset with "
@@ -267,97 +294,3 @@ def report_dir(model_dir: str, split: str, predictor: predictors.Predictor) -> p
     return pathlib.Path(model_dir).expanduser() / EVAL_DIR_NAME / name
 
 
-def run_config(model_dir: str) -> config_lib.Config:
-    """The run's own configuration, read back from its flags.txt."""
-    flagfile = RunFiles(pathlib.Path(model_dir).expanduser()).flagfile
-    if not flagfile.is_file():
-        raise serving.RunNotFoundError(f"{flagfile} not found: {model_dir} holds no run of trainer.main")
-    return config_lib.parse([f"--flagfile={flagfile}"])
-
-
-def evaluation_inputs(model_dir: str, predictor: predictors.Predictor, data_dir: str = "",
-                      batch_size: int = 32) -> pipelines.InputConfig:
-    """The evaluation view (trainer.inputs.evaluation_view, as train.run's final evaluation reads it) of the
-    run's dataset at the model's input size, with the labels at every rank ({rank: ids})."""
-    run = run_config(model_dir)
-    return dataclasses.replace(inputs.evaluation_view(inputs.input_config(run)), image_size=predictor.input_size,
-                               batch_size=batch_size, heads=labels.RANKS,
-                               data_dir=str(pathlib.Path(data_dir or run.data_dir).expanduser()))
-
-
-def predict_split(predictor: predictors.Predictor, cfg: pipelines.InputConfig, split: str,
-                  tta: tuple[str, ...] = ()) -> SplitPredictions:
-    """Every head's softmax rows of every example of the split (averaged over the TTA views), with its ids at
-    every rank and its file name; examples without an id at the label rank (outside the dataset's taxonomy, -1:
-    see the build report) sit out and are counted."""
-    dataset = evaluation_batches(cfg, split)
-    modes = [mode for mode in TTA_MODES if mode in tta]
-    views = (tf.function(lambda images: tta_views(images, modes, predictor.input_size), reduce_retracing=True)
-             if modes else lambda images: [images])
-
-    def heads(images):
-        answers = [predictor.probabilities(view) for view in views(images)]
-        return {head: np.mean([answer[head] for answer in answers], axis=0) for head in predictor.label_names}
-
-    batches = [(heads(images), ids, names)
-               for images, ids, names in tqdm.tqdm(dataset.as_numpy_iterator(), desc=f"Predicting {split}",
-                                                   total=_batches(cfg, split), unit=" batches")]
-    if not batches:
-        raise EvaluationError(f"split {split} of {cfg.dataset_config} is empty: choose another --split")
-    probabilities, ids, names = zip(*batches)
-    truth = {rank: np.concatenate([batch[rank] for batch in ids]).astype(np.int64) for rank in ids[0]}
-    placed = truth[predictor.label_rank] >= 0
-    if not placed.any():
-        raise EvaluationError(f"split {split} of {cfg.dataset_config}: no image has a {predictor.label_rank} "
-                              "(outside the dataset's taxonomy, see the build report): choose another --split")
-    return SplitPredictions(
-        predictor.label_rank, {rank: rows[placed] for rank, rows in truth.items()},
-        {head: np.concatenate([batch[head] for batch in probabilities])[placed] for head in predictor.label_names},
-        [name.decode() for name, keep in zip(np.concatenate(names), placed) if keep], np.flatnonzero(placed),
-        int(np.sum(~placed)))
-
-
-def tta_views(images: tf.Tensor, modes: list[str], size: int) -> list[tf.Tensor]:
-    """The views whose probabilities are averaged: the float 0..255 batch itself; with "crops" its four corner
-    and central crops (CROP_FRACTION of the side, resized back to size); with "flip" each of those mirrored."""
-    views = [images]
-    if "crops" in modes:
-        margin = 1.0 - CROP_FRACTION
-        boxes = [(0.0, 0.0, CROP_FRACTION, CROP_FRACTION), (0.0, margin, CROP_FRACTION, 1.0),
-                 (margin, 0.0, 1.0, CROP_FRACTION), (margin, margin, 1.0, 1.0),
-                 (margin / 2, margin / 2, 1.0 - margin / 2, 1.0 - margin / 2)]
-        count = tf.shape(images)[0]
-        views += [tf.image.crop_and_resize(images, tf.tile(tf.constant([box]), [count, 1]), tf.range(count),
-                                           [size, size]) for box in boxes]
-    if "flip" in modes:
-        views += [tf.image.flip_left_right(view) for view in views]
-    return views
-
-
-def images_at(cfg: pipelines.InputConfig, split: str, indices: np.ndarray) -> list[np.ndarray]:
-    """The model's view (uint8) of the examples at the given positions of the split, in the order asked:
-    a second pass over the same deterministic evaluation pipeline, keeping only those."""
-    wanted = {int(index): rank for rank, index in enumerate(indices)}
-    found: list[np.ndarray | None] = [None] * len(indices)
-    start = 0
-    for images, _, _ in evaluation_batches(cfg, split).as_numpy_iterator():
-        for position in range(start, start + len(images)):
-            if position in wanted:
-                found[wanted[position]] = images[position - start].astype(np.uint8)
-        start += len(images)
-        if start > max(wanted, default=-1):
-            break
-    return found
-
-
-def evaluation_batches(cfg: pipelines.InputConfig, split: str) -> tf.data.Dataset:
-    try:
-        return pipelines.make_dataset(cfg, split, training=False, with_file_names=True)
-    except (KeyError, ValueError) as error:
-        raise EvaluationError(f"--split={split}: not a split of {cfg.dataset_config} ({error}); use train, "
-                              "validation, test or split arithmetic such as train+validation") from None
-
-
-def _batches(cfg: pipelines.InputConfig, split: str) -> int | None:
-    examples = pipelines.dataset_info(cfg).num_examples.get(split)
-    return None if examples is None else math.ceil(examples / cfg.batch_size)

@@ -1,7 +1,7 @@
 """A split's evaluation report on disk and on screen: metrics.json, per_class.csv, confusions.csv, the plots
 and the gallery of the most confident mistakes, from labels and probabilities.
 
-Nothing here loads a model or a dataset: `trainer.evaluate` predicts, trainer/evaluation/metrics.py computes
+Nothing here loads a model or a dataset: `trainer.evaluate` predicts, trainer/numbers/metrics.py computes
 every number, trainer/evaluation/pages.py draws; this module decides what goes in which file.
 """
 
@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainer.evaluation import metrics, pages
+from trainer.evaluation import pages
+from trainer.numbers import metrics
 
 METRICS_JSON = "metrics.json"
 PER_CLASS_CSV = "per_class.csv"
@@ -100,29 +101,30 @@ class Report:
     confusions: pd.DataFrame
 
 
-def write_report(out_dir: pathlib.Path, labels: np.ndarray, probabilities: np.ndarray,
-                 class_names: Sequence[str], phylum_of: Mapping[str, str], *, rank: str = "family",
-                 title: str = "", file_names: Sequence[str] | None = None,
-                 load_images: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
-                 extra: Mapping | None = None, resamples: int = metrics.BOOTSTRAP_RESAMPLES, seed: int = 0,
-                 ancestors: pd.DataFrame | Mapping[str, Sequence[str]] | None = None,
-                 strata: np.ndarray | None = None, strata_rank: str | None = None) -> Report:
-    """Writes a split's whole report into out_dir: labels at `rank`, whose name titles the tables' columns.
+@dataclasses.dataclass(frozen=True)
+class Gallery:
+    """What the mistake gallery needs: each example's file name, and example indices -> uint8 RGB images."""
 
-    Files: metrics.json (numbers plus `extra`; mistake severity and hierarchical distances when `ancestors`,
-    see metrics.taxonomy_paths, gives the taxonomy; intervals resampled within `strata`, ids at strata_rank,
-    default the labels), per_class.csv, confusions.csv, confusion_matrix.png,
-    reliability.png, risk_coverage.png, and, when `file_names` and `load_images` (example indices -> uint8 RGB
-    images) are given, the mistake gallery (mistakes.png, mistakes.html, mistakes/*.jpg).
+    file_names: Sequence[str]
+    load_images: Callable[[np.ndarray], Sequence[np.ndarray]]
+
+
+def write_report(out_dir: pathlib.Path, labels: np.ndarray, probabilities: np.ndarray, space: metrics.LabelSpace,
+                 resampling: metrics.Resampling = metrics.Resampling(), *, title: str = "",
+                 gallery: Gallery | None = None, extra: Mapping | None = None) -> Report:
+    """Writes a split's whole report into out_dir: labels in `space` (its rank titles the tables' columns).
+
+    Files: metrics.json (metrics.evaluation_metrics plus `extra`), per_class.csv, confusions.csv,
+    confusion_matrix.png, reliability.png, risk_coverage.png, and with a gallery the most confident mistakes
+    (mistakes.png, mistakes.html, mistakes/*.jpg).
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     predictions = probabilities.argmax(axis=1)
-    numbers = {**metrics.evaluation_metrics(labels, probabilities, class_names, phylum_of, resamples, seed,
-                                            ancestors, rank, strata, strata_rank),
-               **(extra or {})}
+    numbers = {**metrics.evaluation_metrics(labels, probabilities, space, resampling), **(extra or {})}
+    class_names, phylum_of, rank = space.class_names, space.phylum_of, space.rank
     per_class = metrics.per_class_table(labels, predictions, class_names, phylum_of, rank)
     per_class.to_csv(out_dir / PER_CLASS_CSV, index=False)
     confusion = metrics.confusion_counts(labels, predictions, probabilities.shape[1])
@@ -133,11 +135,11 @@ def write_report(out_dir: pathlib.Path, labels: np.ndarray, probabilities: np.nd
                                    numbers["expected_calibration_error"], out_dir / RELIABILITY_PNG, title)
     pages.plot_risk_coverage(pd.DataFrame(numbers["risk_coverage"]), numbers["aurc"], out_dir / RISK_COVERAGE_PNG,
                              title)
-    if file_names is not None and load_images is not None:
+    if gallery is not None:
         indices = metrics.confident_mistakes(labels, probabilities)
         write_mistake_gallery(out_dir, describe_mistakes(indices, labels, probabilities, class_names,
-                                                         phylum_of, file_names),
-                              load_images(indices), title, rank)
+                                                         phylum_of, gallery.file_names),
+                              gallery.load_images(indices), title, rank)
     _write_json(out_dir / METRICS_JSON, numbers)
     return Report(numbers, per_class, confusions)
 
@@ -171,6 +173,31 @@ def few_shot_lines(results: Mapping) -> list[str]:
             for key, value in results.items() if key.endswith("_shot")]
 
 
+def tree_lines(numbers: Mapping) -> list[str]:
+    """The summary's lines on the tree: mistake severity, the ranks above the label, each head, the consistent
+    answer and the roll-up (each when metrics.json has it)."""
+    lines = []
+    if "mistake_severity" in numbers:
+        severity = numbers["mistake_severity"]
+        lines.append("  mistake severity " + ("none (no mistakes)" if math.isnan(severity) else
+                                              f"{severity:.2f} (floor {numbers['mistake_severity_floor']:.2f})")
+                     + f" of {numbers['lca_root_height']}   hierarchical distance " + ", ".join(
+                         f"@{k} {numbers[f'hierarchical_distance_at_{k}']:.2f}" for k in metrics.HIERARCHICAL_K))
+    for key, words in (("ranks", "up the tree"), ("heads", "of each head"),
+                       ("consistent", "consistent with the tree")):
+        if numbers.get(key):
+            lines.append(f"  accuracy/macro-F1 {words}: " + ", ".join(
+                f"{name} {values['accuracy']:.3f}/{values['macro_f1']:.3f}" for name, values in numbers[key].items()))
+    if "rollup" in numbers:
+        rolled = numbers["rollup"]
+        lines.append(f"  roll-up at {rolled['target_precision']:.0%} precision: coverage {rolled['coverage']:.3f}, "
+                     f"precision {rolled['precision']:.3f}; answered at " + ", ".join(
+                         f"{rank} {share:.0%}" for rank, share in rolled["answered_at"].items())
+                     + "; temperature " + ", ".join(
+                         f"{head} {value:.2f}" for head, value in numbers["calibration"]["temperatures"].items()))
+    return lines
+
+
 def format_summary(report: Report, heading: str = "") -> str:
     """The one screen a person reads after an evaluation; the files hold the rest."""
     numbers = report.metrics
@@ -191,24 +218,7 @@ def format_summary(report: Report, heading: str = "") -> str:
                  f"of {numbers['errors']}" if numbers["errors"] else f"no {rank} errors"),
              f"  ECE ({numbers['calibration_bins']} bins) {numbers['expected_calibration_error']:.3f}   "
              f"AURC {numbers['aurc']:.3f}"]
-    if "mistake_severity" in numbers:
-        severity = numbers["mistake_severity"]
-        lines.append("  mistake severity " + ("none (no mistakes)" if math.isnan(severity) else
-                                              f"{severity:.2f} (floor {numbers['mistake_severity_floor']:.2f})")
-                     + f" of {numbers['lca_root_height']}   hierarchical distance " + ", ".join(
-                         f"@{k} {numbers[f'hierarchical_distance_at_{k}']:.2f}" for k in metrics.HIERARCHICAL_K))
-    for key, words in (("ranks", "up the tree"), ("heads", "of each head"),
-                       ("consistent", "consistent with the tree")):
-        if numbers.get(key):
-            lines.append(f"  accuracy/macro-F1 {words}: " + ", ".join(
-                f"{name} {values['accuracy']:.3f}/{values['macro_f1']:.3f}" for name, values in numbers[key].items()))
-    if "rollup" in numbers:
-        rolled = numbers["rollup"]
-        lines.append(f"  roll-up at {rolled['target_precision']:.0%} precision: coverage {rolled['coverage']:.3f}, "
-                     f"precision {rolled['precision']:.3f}; answered at " + ", ".join(
-                         f"{rank} {share:.0%}" for rank, share in rolled["answered_at"].items())
-                     + "; temperature " + ", ".join(
-                         f"{head} {value:.2f}" for head, value in numbers["calibration"]["temperatures"].items()))
+    lines += tree_lines(numbers)
     if "few_shot" in numbers:
         lines += few_shot_lines(numbers["few_shot"])
     if "gap" in numbers:

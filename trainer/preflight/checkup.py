@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import tensorflow as tf
 
-from trainer import distribute
-from trainer.config import Config
 from trainer.preflight import cluster, data, devices, model_dir, parity, tuner_storage, versions, weights
 from trainer.preflight.report import FAIL, OK, Result, fail, first_line, guarded, warn
 from trainer.preflight.settings import DoctorSettings
+from trainer.training import distribute
+from trainer.training.config import Config
 
 
 def _strategy(config: Config) -> tuple[tf.distribute.Strategy | None, Result]:

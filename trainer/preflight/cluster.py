@@ -11,9 +11,9 @@ import json
 import os
 import socket
 
-from trainer import distribute
-from trainer.config import Config
 from trainer.preflight.report import Result, fail, ok, warn
+from trainer.training import distribute
+from trainer.training.config import Config
 
 TASK_TYPES = ("chief", "worker")
 

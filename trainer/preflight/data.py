@@ -4,9 +4,9 @@ command that builds it), the splits the run names present in it, and its size.""
 import pipelines
 from pipelines import reading
 from tfds_rarespecies import labels
-from trainer import inputs
-from trainer.config import Config
 from trainer.preflight.report import Result, fail, ok
+from trainer.training import inputs
+from trainer.training.config import Config
 
 SPLIT_FLAGS = ("train_split", "validation_split", "test_split")
 

@@ -7,10 +7,10 @@ the other workers, so the doctor takes this machine's devices as the trainer's M
 
 import tensorflow as tf
 
-from trainer import distribute
-from trainer.config import Config
 from trainer.preflight import cuda
 from trainer.preflight.report import Result, ok, warn
+from trainer.training import distribute
+from trainer.training.config import Config
 
 GIB = 1 << 30
 

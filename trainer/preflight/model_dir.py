@@ -7,11 +7,11 @@ import pathlib
 import shutil
 import tempfile
 
-from trainer import models, train
-from trainer.config import Config
 from trainer.preflight import data
 from trainer.preflight.report import Result, fail, ok, warn
-from trainer.run_dir import RunFiles
+from trainer.training import models, train
+from trainer.training.config import Config
+from trainer.training.run_dir import RunFiles
 
 GIB = 1 << 30
 # Optimizer slots per trainable value: Adam and AdamW keep two moments, SGD one momentum.

@@ -21,10 +21,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import distribute, models, objectives, schedules, train
-from trainer.config import Config
 from trainer.preflight import data
 from trainer.preflight.report import FAIL, Result, fail, first_line, ok
+from trainer.training import distribute, models, objectives, schedules, train
+from trainer.training.config import Config
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The doctor's own flags; every other flag of `python -m trainer.doctor` is trainer.main's (trainer/config.py),
+"""The doctor's own flags; every other flag of `python -m trainer.doctor` is trainer.main's (trainer/training/config.py),
 so the same flagfile checks the same run."""
 
 import dataclasses

@@ -16,9 +16,9 @@ from keras.src.backend import config as keras_config
 from keras.src.utils import file_utils
 
 from pipelines import backbones
-from trainer import models
-from trainer.config import Config
 from trainer.preflight.report import Result, fail, first_line, ok, warn
+from trainer.training import models
+from trainer.training.config import Config
 
 MIB = 1 << 20
 

@@ -17,8 +17,9 @@ import sys
 import time
 
 from trainer import cli
-from trainer.config import Config
-from trainer.tuning import outputs, storage as storage_lib
+from trainer.training.config import Config
+from trainer.tuning import outputs
+from trainer.tuning import storage as storage_lib
 from trainer.tuning.settings import Settings, gpu_groups
 from trainer.tuning.study import StudyHandle, open_study
 from trainer.tuning.worker import Worker, signals_ignored

@@ -1,6 +1,6 @@
 """What a study leaves in its directory and prints: the progress line, trials.csv, the history, importances,
 intermediate-values and timeline plots, best.flags (trainer.main retrains the best trial with it) and the
-summary of the best trials and of every failure's error. Each file is replaced whole (trainer.run_dir), so a
+summary of the best trials and of every failure's error. Each file is replaced whole (trainer.training.run_dir), so a
 kill while the outputs are written leaves the previous version, never half a trials.csv or best.flags.
 """
 
@@ -11,8 +11,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from trainer.config import Config, flagfile_text
-from trainer.run_dir import replace_atomically, write_atomically
+from trainer.training.config import Config, flagfile_text
+from trainer.training.run_dir import replace_atomically, write_atomically
 from trainer.tuning import space as space_lib
 from trainer.tuning import storage as storage_lib
 from trainer.tuning.settings import Settings

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 import optuna
 
 from pipelines import balancing
-from trainer.config import Config, ConfigError, validate
+from trainer.training.config import Config, ConfigError, validate
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,8 +9,8 @@ import zlib
 
 import optuna
 
-from trainer import inputs
-from trainer.config import Config, flagfile_text
+from trainer.training import inputs
+from trainer.training.config import Config, flagfile_text
 from trainer.tuning import space as space_lib
 from trainer.tuning import storage as storage_lib
 from trainer.tuning.settings import Settings, TuneError

@@ -1,5 +1,5 @@
 """One worker: draws trials from the study (`study.ask`) until the budget is used, each trial one
-`trainer.train.run` with the trial's parameters put into the base config, and finishes each (`study.tell`).
+`trainer.training.train.run` with the trial's parameters put into the base config, and finishes each (`study.tell`).
 
 The objective is the run's best validation macro-F1; each epoch's value goes to the pruner through train.run's
 on_epoch_end hook. A trial that raises is FAIL with its `error` and the worker goes on; Ctrl-C or SIGTERM fails
@@ -20,8 +20,8 @@ import keras
 import optuna
 from optuna.trial import TrialState
 
-from trainer import train
-from trainer.config import Config
+from trainer.training import train
+from trainer.training.config import Config
 from trainer.tuning import space as space_lib
 from trainer.tuning import storage as storage_lib
 from trainer.tuning.settings import Settings

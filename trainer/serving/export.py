@@ -1,0 +1,134 @@
+"""The export command, `python -m trainer.export`: a run's model for TF Serving or for the field.
+
+    python -m trainer.export --model_dir=runs/incv3                                  # SavedModel
+    python -m trainer.export --model_dir=runs/incv3 --format=litert --quantize=int8  # or float32, float16
+
+--format=saved_model writes trained_model.py's SavedModel into --export_dir (default <model_dir>/saved_model), whose
+endpoints also return the tree-consistent answer (consistent_names, consistent_probabilities: [batch, ranks],
+phylum first) and, with --rollup_precision=P, the roll-up trainer.predict --rollup_precision=P gives
+(rollup_rank, rollup_name, rollup_probability: [batch]; "", "", 0 where no rank is sure enough), computed in
+the graph from the run's calibration.json (savedmodel_rollup.py); <export_dir>/metadata.json records the tree
+(ranks, names, each label's path) and the precision, temperatures and per-rank thresholds of the roll-up;
+--format=litert writes litert_export.py's <quantize>.tflite and <quantize>.json into --export_dir (default
+<model_dir>/litert, where predict and evaluate --backend=litert look), after measuring parity on the validation
+split; the .json's "tree" is the same description (with --rollup_precision, its thresholds), so a device can
+answer consistently and roll up from the heads' softmax rows. An existing export is never replaced without
+--overwrite: the command stops in one line naming the path
+and the flag, before loading anything. With it, the new export is written beside the old one and takes its
+place only when complete, so a failed export (or a refused parity) leaves the old one as it was.
+"""
+
+import dataclasses
+import json
+import pathlib
+
+from trainer import cli
+from trainer.cli import field
+from trainer.numbers import rollup
+from trainer.serving import litert, litert_export, savedmodel, savedmodel_rollup, trained_model
+from trainer.training import calibration_file, run_dir
+
+FORMATS = ("saved_model", "litert")
+METADATA_NAME = "metadata.json"  # beside the SavedModel: label rank, ranks, the roll-up's thresholds
+
+
+class ExportError(cli.UserError):
+    """An export that would replace another without --overwrite; the message is the one line shown."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings:
+    """The export command's flags."""
+
+    model_dir: str = field("", "Run directory holding model.keras and labels.json.")
+    format: str = field("saved_model", "saved_model: for TF Serving; litert: a .tflite for phones, laptops and "
+                        "camera traps (uint8 pixels in, probabilities out), with measured parity.", choices=FORMATS)
+    export_dir: str = field("", f"Where to write; empty = <model_dir>/{savedmodel.EXPORT_DIR_NAME} (saved_model) or "
+                            f"<model_dir>/{litert.DIR_NAME} (litert, where predict/evaluate look).")
+    overwrite: bool = field(False, "Replace an existing export at the same path.")
+    top_k: int = field(trained_model.DEFAULT_TOP_K, "saved_model: names at the model's label rank returned per image.",
+                       lower=1)
+    rollup_precision: float = field(0.0, "Roll-up at this precision on validation (the run's calibration.json), "
+                                    "as trainer.predict does, e.g. 0.95; 0 = off. saved_model: also return per "
+                                    "image the deepest rank whose calibrated confidence reaches its threshold; "
+                                    "litert: the temperatures and thresholds go into the metadata.",
+                                    lower=0.0, upper=1.0)
+    quantize: str = field("float32", "litert: float32, float16 (half the size) or int8 (full-integer, calibrated "
+                          "on the train split; about a quarter of the size).", choices=litert.QUANTIZATIONS)
+    calibration_images: int = field(litert_export.DEFAULT_CALIBRATION_IMAGES, "litert int8: train-split images "
+                                    "the quantisation ranges are calibrated on (a seeded sample).", lower=1)
+    calibration_seed: int = field(0, "litert int8: seed of the calibration sample.")
+    min_agreement: float = field(-1.0, "litert: the least top-1 agreement with model.keras on the validation "
+                                 "split for the export to be kept; negative = 0.99 (float32, float16) or 0.97 (int8); "
+                                 "0 keeps any.", lower=-1.0, upper=1.0)
+    data_dir: str = field("", "litert: TFDS data_dir of the run's dataset (calibration, parity); empty = the "
+                          "run's own (its flags.txt).")
+    batch_size: int = field(32, "litert: images per batch while measuring parity.", lower=1)
+    threads: int = field(0, "litert: interpreter threads while measuring parity; 0 = every core.", lower=0)
+
+
+def export(settings: ExportSettings) -> pathlib.Path:
+    """The whole command: the run's model written in --format, and what to run next; returns the path."""
+    if not settings.model_dir:
+        raise trained_model.RunNotFoundError("--model_dir is empty: name the run to export, e.g. --model_dir=runs/incv3")
+    if settings.format == "litert":
+        return _export_litert(settings)
+    return _export_saved_model(settings)
+
+
+def _export_saved_model(settings: ExportSettings) -> pathlib.Path:
+    export_dir = pathlib.Path(settings.export_dir or pathlib.Path(settings.model_dir) / savedmodel.EXPORT_DIR_NAME)
+    _refuse_existing([export_dir.expanduser()], settings.overwrite)
+    trained = trained_model.load_trained(settings.model_dir)
+    tree_outputs = _tree_outputs(trained, settings)
+    model = savedmodel.ServingModel(trained, settings.top_k, tree_outputs)
+    metadata = {"label_rank": trained.label_rank, "top_k": model.top_k,
+                **tree_outputs.metadata(settings.rollup_precision)}
+
+    def write(partial: pathlib.Path) -> None:
+        savedmodel.export_saved_model(model, partial)
+        (partial / METADATA_NAME).write_text(json.dumps(metadata, indent=1) + "\n")
+
+    path = run_dir.replace_folder(export_dir.expanduser(), write)
+    rolled = ", rollup_rank, rollup_name, rollup_probability: [batch]" if settings.rollup_precision else ""
+    print(f"SavedModel written to {path}\n"
+          f"  serving_default(images: string[batch]) and classify_images(images: uint8[batch, h, w, 3])\n"
+          f"  -> names ({model.trained.label_rank}), phyla, probabilities: [batch, {model.top_k}]; "
+          f"consistent_names, consistent_probabilities: [batch, {len(tree_outputs.tree.ranks)}]{rolled}\n"
+          f"  metadata: {path / METADATA_NAME}\n"
+          f"  check: saved_model_cli show --dir {path} --all")
+    return path
+
+
+def _tree_outputs(trained: trained_model.TrainedModel, settings: ExportSettings) -> savedmodel_rollup.TreeOutputs:
+    """The in-graph consistent answer, with the roll-up of the run's calibration.json when asked for."""
+    tree = rollup.label_tree(trained.label_names, trained.taxonomy)
+    if not settings.rollup_precision:
+        return savedmodel_rollup.TreeOutputs.of(tree)
+    calibrated = calibration_file.read_matching(settings.model_dir, tree, trained.label_names)
+    return savedmodel_rollup.TreeOutputs.of(tree, calibrated, settings.rollup_precision)
+
+
+def _export_litert(settings: ExportSettings) -> pathlib.Path:
+    directory = pathlib.Path(settings.export_dir).expanduser() if settings.export_dir else litert.default_dir(
+        settings.model_dir)
+    target = litert.LiteRTFiles(directory, settings.quantize)
+    _refuse_existing([target.model, target.metadata], settings.overwrite)
+    plan = litert_export.Plan(settings.quantize, settings.calibration_images, settings.calibration_seed,
+                              settings.min_agreement, settings.threads)
+    trained = trained_model.load_trained(settings.model_dir)
+    tree = _tree_outputs(trained, settings).metadata(settings.rollup_precision)
+    metadata = litert_export.export(trained, settings.model_dir, target, plan, tree, settings.data_dir,
+                                    settings.batch_size)
+    print(f"LiteRT {settings.quantize} model written to {target.model} ({metadata['bytes'] / 1e6:.1f} MB), "
+          f"metadata {target.metadata}\n"
+          f"  parity with model.keras: {litert_export.format_parity(metadata['parity'])}\n"
+          f"  use: python -m trainer.predict --model_dir={settings.model_dir} --backend=litert "
+          f"--quantize={settings.quantize} photos/")
+    return target.model
+
+
+def _refuse_existing(paths: list[pathlib.Path], overwrite: bool) -> None:
+    existing = [path for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise ExportError(f"{existing[0]} exists: pass --overwrite to replace it, or choose another --export_dir")

@@ -1,0 +1,362 @@
+"""The one training path: `run(config) -> results`, called by main, the tuner, benchmarks and tests.
+
+A run is a sequence of phases, each with a fresh optimizer and its own warmup + cosine schedule:
+  phase1      the head alone, backbone frozen (on cached embeddings with --phase1_cached_features);
+  phase2      the last --unfreeze_layers backbone layers too, at a lower rate;
+  oversample  optional: families under --oversample_f1_threshold validation F1 are drawn more often.
+Each phase starts from the best checkpoint so far (validation macro-F1) and leaves a done-marker, so rerunning
+an interrupted command skips finished phases and BackupAndRestore resumes the unfinished one mid-way. At the
+end the best checkpoint is evaluated on the validation and test splits with the one metric definition
+(trainer/numbers/metrics.py, what trainer.evaluate reports too) and saved with its label names.
+
+Under MultiWorkerMirroredStrategy every worker runs this same code on a shared model_dir: only the chief
+writes the run's files, the others save into a scratch directory they delete (trainer/training/run_dir.py), and every
+choice that decides which collective ops run next is the chief's, agreed with distribute.agree.
+"""
+
+import dataclasses
+import json
+import pathlib
+import shutil
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import pipelines
+from trainer.numbers import calibration, metrics, rollup
+from trainer.training import calibration_file, distribute, inputs, models, objectives, schedules
+from trainer.training import callbacks as callbacks_lib
+from trainer.training.config import Config, ConfigError, flagfile_text, validate
+from trainer.training.run_dir import RunFiles, replace_atomically, write_atomically
+
+PHASES = ("phase1", "phase2", "oversample")
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    learning_rate: float
+    unfreeze_layers: int
+    cached: bool = False
+
+
+def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+        on_epoch_end: callbacks_lib.EpochHook | None = None) -> dict:
+    """Trains, selects, tests and saves one model; returns the results also written to metrics.json.
+
+    extra_callbacks: added to every phase's fit (e.g. a tuner's pruning callback).
+    on_epoch_end: called after every epoch as on_epoch_end(epoch, val_macro_f1), epochs numbered across phases
+      from 1; an exception it raises (e.g. optuna.TrialPruned) ends the run.
+    Raises ConfigError (one line for the user) on a contradictory config or a dataset that is not built.
+    """
+    validate(config)
+    distribute.split_cpu(config.cpu_devices)
+    if distribute.multi_worker_requested(config.strategy) and config.phase1_cached_features:
+        raise ConfigError("--phase1_cached_features runs the backbone over whole splits in one process and "
+                          "caches the result, which several workers cannot share: use "
+                          "--nophase1_cached_features with --strategy=multi_worker or TF_CONFIG")
+    strategy = distribute.make_strategy(config.strategy)
+    distribute.check_supported(strategy, config.jit_compile)
+    info = inputs.dataset_info(config)
+    files = RunFiles(pathlib.Path(config.model_dir).expanduser())
+    _claim(files, config, writes=distribute.is_chief(strategy))
+    _set_numerics(config)
+    cfg = inputs.input_config(config)
+    with strategy.scope():
+        classifier = models.build_classifier(config, pipelines.model_front_layers(cfg),
+                                             {rank: len(info.names[rank]) for rank in config.head_ranks})
+    trainer = _Trainer(config, strategy, files, classifier, info, extra_callbacks, on_epoch_end)
+    trainer.run_phase(Phase("phase1", config.phase1_epochs, config.phase1_learning_rate, 0,
+                            cached=config.phase1_cached_features), cfg)
+    trainer.run_phase(Phase("phase2", config.phase2_epochs, config.phase2_learning_rate, config.unfreeze_layers),
+                      cfg)
+    if config.oversample_epochs:
+        weak = trainer.weak_labels()
+        trainer.run_phase(Phase("oversample", config.oversample_epochs if weak else 0,
+                                config.phase2_learning_rate, config.unfreeze_layers),
+                          inputs.input_config(config, weak))
+    results = trainer.finish()
+    print(summary_table(results))
+    return results
+
+
+def _claim(files: RunFiles, config: Config, writes: bool = True) -> None:
+    """Writes flags.txt, or checks that the run already in model_dir had the same flags (a resume).
+
+    writes: False on the non-chief workers of a multi-worker run, which only check. The chief writes the file
+    atomically, so a worker sees no file or the whole of it, never a truncated one it would take for other flags.
+    A flag the earlier run's file does not name (added by a later version) counts as the same when it is at its
+    default, which is what that run trained with; the file is then rewritten with it.
+    """
+    text = flagfile_text(config)
+    if files.flagfile.exists() and files.flagfile.read_text() != text:
+        changed = _changed_flags(files.flagfile.read_text(), text)
+        if changed:
+            raise ConfigError(f"--model_dir={config.model_dir} holds a run with other flags (now {changed}): use "
+                              f"a new --model_dir, or delete {files.model_dir} to start over")
+    if writes:
+        write_atomically(files.flagfile, text)
+
+
+def _changed_flags(old_text: str, new_text: str) -> str:
+    """The lines of new_text that make it another run than old_text ("" if none): a flag set otherwise, or
+    one old_text does not name (a flag added since) away from its default."""
+    old, new = _lines_by_flag(old_text), _lines_by_flag(new_text)
+    defaults = set(flagfile_text(Config()).splitlines())
+    changed = [line for flag, line in new.items()
+               if (line != old[flag] if flag in old else line not in defaults)]
+    changed += [f"no --{flag}" for flag in old if flag not in new]
+    return " ".join(sorted(changed))
+
+
+def _lines_by_flag(text: str) -> dict[str, str]:
+    """flag name -> its flagfile line (a boolean's line is --name or --noname, without a value)."""
+    lines = {}
+    for line in text.splitlines():
+        name = line.removeprefix("--").split("=", 1)[0]
+        lines[name.removeprefix("no") if "=" not in line and name.startswith("no") else name] = line
+    return lines
+
+
+def _set_numerics(config: Config) -> None:
+    """Process-wide settings, set on every run so one run's choice never leaks into the next (the tuner runs
+    many in one process)."""
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("float32" if config.mixed_precision == "none"
+                                            else config.mixed_precision)
+
+
+def monitor_name(config: Config) -> str:
+    """Keras prefixes metric names with the output name once a model has two outputs."""
+    return f"val_{config.label_rank}_macro_f1" if len(config.head_ranks) > 1 else "val_macro_f1"
+
+
+class _Trainer:
+    """The state the phases of one run share: strategy, models, run files and epochs done so far."""
+
+    def __init__(self, config: Config, strategy: tf.distribute.Strategy, files: RunFiles,
+                 classifier: models.Classifier, info: pipelines.DatasetInfo,
+                 extra_callbacks: Sequence[keras.callbacks.Callback], on_epoch_end):
+        self.config, self.strategy, self.files = config, strategy, files
+        self.classifier, self.info = classifier, info
+        self.monitor = monitor_name(config)
+        self.global_batch_size = config.batch_size * strategy.num_replicas_in_sync
+        self.epochs_done = 0
+        # Where this process saves: the run directory on the chief, a scratch directory on other workers.
+        self.chief = distribute.is_chief(strategy)
+        self.scratch = None if self.chief else files.scratch(distribute.task_id(strategy))
+        self.hooks = callbacks_lib.RunHooks(self._load_best, on_epoch_end, extra_callbacks, self.scratch,
+                                            lambda: distribute.barrier(strategy))
+        self._clear_scratch()
+
+    def _agree(self, *values):
+        """The chief's values on every worker (and a barrier): see distribute.agree."""
+        return distribute.agree(self.strategy, values)
+
+    def _clear_scratch(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch.model_dir, ignore_errors=True)
+
+    def run_phase(self, phase: Phase, cfg: pipelines.InputConfig) -> None:
+        done = self.files.read_done(phase.name)
+        [done_epochs] = self._agree(None if done is None else done["epochs"])
+        if done_epochs is not None:
+            print(f"{phase.name}: already complete ({int(done_epochs)} epochs), skipped")
+            self.epochs_done += int(done_epochs)
+            return
+        if phase.epochs:
+            self._fit(phase, cfg)
+        epochs = 0
+        if self.chief:
+            history = self.files.history([phase.name])
+            best = callbacks_lib.best_logged(history, self.monitor)
+            self.files.mark_done(phase.name, {"epochs": len(history), "best_val_macro_f1": best})
+            epochs = len(history)
+        # Also the barrier after which the other workers may read what the chief wrote in this phase.
+        [epochs] = self._agree(epochs)
+        self.epochs_done += int(epochs)
+
+    def _fit(self, phase: Phase, cfg: pipelines.InputConfig) -> None:
+        config, classifier = self.config, self.classifier
+        self._load_best()
+        models.set_trainable_backbone(classifier, phase.unfreeze_layers, keep_batchnorm_frozen=config.pretrained)
+        steps = config.steps_per_epoch or pipelines.steps_per_epoch(cfg, config.train_split,
+                                                                   self.strategy.num_replicas_in_sync)
+        peak = distribute.scaled_learning_rate(phase.learning_rate, self.global_batch_size, config.lr_scaling,
+                                               config.reference_batch_size)
+        rate = schedules.learning_rate(peak, steps, phase.epochs, config.lr_schedule, config.warmup_epochs,
+                                       config.final_learning_rate_fraction)
+        fit_model, train, validation = self._fit_inputs(phase, cfg)
+        self._compile(fit_model, rate, cfg.soft_labels)
+        # Every worker must checkpoint at the same epochs: the same threshold, the chief's.
+        [best_before] = self._agree(callbacks_lib.best_logged(self.files.history(PHASES), self.monitor))
+        self._clear_scratch()
+        fit_model.fit(train, validation_data=validation, epochs=phase.epochs, steps_per_epoch=steps, shuffle=False,
+                      callbacks=callbacks_lib.phase_callbacks(self.files, callbacks_lib.PhaseRules(
+                          phase.name, self.monitor, checkpoint=not phase.cached,
+                          constant_rate=config.lr_schedule == "constant", patience=config.early_stopping_patience,
+                          plateau_patience=config.plateau_patience, best_so_far=best_before,
+                          first_step=self.epochs_done), self.hooks))
+        if phase.cached:
+            # The head trained alone; early stopping restored its best epoch, which the full model now holds.
+            best_now = callbacks_lib.best_logged(self.files.history([phase.name]), self.monitor)
+            if best_before is None or best_now > best_before:
+                replace_atomically(self.files.best_weights, classifier.model.save_weights, suffix=".weights.h5")
+
+    def _fit_inputs(self, phase: Phase, cfg: pipelines.InputConfig):
+        """(model to fit, training batches, validation batches): images through the full model, or cached
+        embeddings through the head alone."""
+        config = self.config
+        if not phase.cached:
+            return (self.classifier.model, inputs.dataset(self.strategy, cfg, config.train_split, True),
+                    inputs.dataset(self.strategy, cfg, config.validation_split, False))
+        weights_id, cache_dir = pipelines.weights_id(config.weights, config.seed), inputs.feature_cache_dir(config)
+        batches = []
+        for split, training in ((config.train_split, True), (config.validation_split, False)):
+            features = pipelines.cached_features(self.classifier.embedder, weights_id, cfg, split, cache_dir)
+            batches.append(inputs.embedding_dataset(features, cfg, config.train_split, self.global_batch_size,
+                                                    training))
+        return self.classifier.head, *batches
+
+    def _compile(self, model: keras.Model, rate, one_hot_labels: bool) -> None:
+        """Compiles under the strategy (metrics and optimizer make their variables there)."""
+        config = self.config
+        with self.strategy.scope():
+            optimizer = schedules.optimizer(config.optimizer, rate, config.momentum, config.weight_decay)
+            model.compile(optimizer=optimizer, jit_compile=config.jit_compile, **objectives.compile_arguments(
+                config.label_rank, config.aux_loss_weight, config.label_smoothing,
+                {rank: len(self.info.names[rank]) for rank in config.head_ranks}, one_hot_labels,
+                config.soft_labels_beta, self._lca_heights() if config.soft_labels_beta else None))
+
+    def _lca_heights(self) -> dict[str, np.ndarray]:
+        """Each head's LCA heights between its labels in the dataset's tree (--soft_labels_beta's distances)."""
+        taxonomy = self.info.taxonomy
+        return {rank: metrics.lca_heights(metrics.taxonomy_paths(self.info.names[rank], taxonomy.ancestors(rank)))
+                for rank in self.config.head_ranks}
+
+    def _load_best(self) -> None:
+        """Best checkpoint's layer weights into the model; the optimizer state in the file belongs to the
+        phase that wrote it, not to the one about to run. Every worker loads the chief's file, complete since
+        the last phase's agree."""
+        model = self.classifier.model
+        optimizer = getattr(model, "optimizer", None)  # set once the model is compiled
+        if self.files.best_weights.exists():
+            model.load_weights(self.files.best_weights, objects_to_skip=[optimizer] if optimizer else None)
+
+    def _predict_best(self, splits: Sequence[str], cfg: pipelines.InputConfig, every_head: bool = False
+                      ) -> list[tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]]]:
+        """For each split, (label ids, probabilities) at the label rank of every example under the best checkpoint,
+        through the serving model on the evaluation view, as trainer.evaluate sees the saved model.keras; with
+        every_head, the probabilities are {head: rows} of every head.
+
+        A plain loop outside the strategy: the variables read their local copies and no collective op runs,
+        so each worker of a multi-worker run gets the same numbers on its own. One trace for every batch size."""
+        self._load_best()
+        serving, size = self.classifier.serving, self.config.input_size
+        heads = self.config.head_ranks if every_head else (self.config.label_rank,)
+
+        def heads_of(images):
+            outputs = serving(images, training=False)
+            return {head: outputs[head] for head in heads}
+
+        probabilities_of = tf.function(heads_of, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        evaluated = []
+        for split in splits:
+            print(f"evaluating the best checkpoint on {split}")
+            labels, probabilities = [], {head: [] for head in heads}
+            for images, ids in pipelines.make_dataset(inputs.evaluation_view(cfg), split, training=False):
+                for head, rows in probabilities_of(images).items():
+                    probabilities[head].append(rows.numpy())
+                labels.append(ids.numpy())
+            rows = {head: np.concatenate(batches) for head, batches in probabilities.items()}
+            evaluated.append((np.concatenate(labels).astype(np.int64),
+                              rows if every_head else rows[self.config.label_rank]))
+        return evaluated
+
+    def weak_labels(self) -> tuple[str, ...]:
+        """Labels (at --label_rank) whose validation F1 under the best checkpoint is below
+        --oversample_f1_threshold, chosen once and kept in model_dir so a resumed run oversamples the same ones."""
+        chosen = self.files.oversampled_labels
+        [exists] = self._agree(chosen.exists())
+        if not exists:
+            [(labels, probabilities)] = self._predict_best([self.config.validation_split],
+                                                           inputs.input_config(self.config))
+            names = self.info.names[self.config.label_rank]
+            f1, support = metrics.per_class_f1(labels, probabilities.argmax(axis=1), len(names))
+            weak = sorted(name for name, score, count in zip(names, f1, support)
+                          if count and score < self.config.oversample_f1_threshold)
+            print(f"oversample: {len(weak)} {self.config.label_rank} names under validation F1 "
+                  f"{self.config.oversample_f1_threshold}: {', '.join(weak) or 'none'}")
+            if self.chief:
+                write_atomically(chosen, json.dumps(weak))
+            return tuple(weak)
+        return tuple(json.loads(chosen.read_text()))
+
+    def finish(self) -> dict:
+        """Evaluates the best checkpoint on validation and test (trainer/numbers/metrics.py, the numbers
+        trainer.evaluate reports), saves the serving model, labels and metrics."""
+        config, files = self.config, self.files
+        every_head = dict(zip(("validation", "test"), self._predict_best(
+            [config.validation_split, config.test_split], inputs.input_config(config), every_head=True)))
+        evaluated = {split: (ids, heads[config.label_rank]) for split, (ids, heads) in every_head.items()}
+        names = self.info.names[config.label_rank]
+        test_f1, test_support = metrics.per_class_f1(*_ids(evaluated["test"]), len(names))
+        # Every worker saves (saving may run collective ops); only the chief's copy is kept.
+        replace_atomically((self.scratch or files).model, self.classifier.serving.save, suffix=".keras")
+        self._clear_scratch()
+        # The label rank first: readers of labels.json take its first head as the one the model names.
+        label_names = {rank: list(self.info.names[rank]) for rank in (config.label_rank, *config.head_ranks)}
+        if self.chief:
+            write_atomically(files.labels, json.dumps(label_names, indent=1))
+            write_atomically(files.taxonomy, self.info.taxonomy.to_text())
+            # The roll-up's temperatures and validation confidences, for predict --rollup_precision.
+            calibration_file.write(files.model_dir, calibration.fit_rollup(
+                rollup.label_tree(label_names, self.info.taxonomy), *every_head["validation"]))
+        results = {
+            "best_val_macro_f1": callbacks_lib.best_logged(files.history(PHASES), self.monitor),
+            **{name: metrics.headline_metrics(*pair) for name, pair in evaluated.items()},
+            "label_rank": config.label_rank,
+            f"test_f1_per_{config.label_rank}": {name: float(score) for name, score, count in
+                                                 zip(names, test_f1, test_support) if count},
+            "phases": {phase: done for phase in PHASES if (done := files.read_done(phase))},
+            "strategy": distribute.public_name(self.strategy),
+            "replicas": self.strategy.num_replicas_in_sync,
+            "global_batch_size": self.global_batch_size,
+            "paths": {"model_dir": str(files.model_dir), "flagfile": str(files.flagfile),
+                      "model": str(files.model), "labels": str(files.labels), "metrics": str(files.metrics),
+                      "calibration": str(files.calibration),
+                      "best_weights": str(files.best_weights)},
+        }
+        if self.chief:
+            write_atomically(files.metrics, json.dumps(results, indent=2))
+        # No worker returns (and exits) before the chief has written every file.
+        distribute.barrier(self.strategy)
+        return results
+
+
+def _ids(evaluated: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(true ids, predicted ids) from (true ids, probabilities)."""
+    labels, probabilities = evaluated
+    return labels, probabilities.argmax(axis=1)
+
+
+def summary_table(results: dict) -> str:
+    """A few lines a person reads at the end of a run: per-phase epochs and best validation macro-F1, then the
+    best checkpoint's validation and test metrics."""
+    lines = [f"{'phase':<12}{'epochs':>8}{'best val macro-F1':>20}"]
+    for phase, summary in results["phases"].items():
+        best = summary["best_val_macro_f1"]
+        lines.append(f"{phase:<12}{summary['epochs']:>8}{'-' if best is None else f'{best:.4f}':>20}")
+    names = list(results["test"])
+    width = max(len(name) for name in names) + 2
+    lines.append("")
+    lines.append(f"{'split':<12}" + "".join(f"{name:>{width}}" for name in names))
+    for split in ("validation", "test"):
+        lines.append(f"{split:<12}" + "".join(f"{results[split][name]:>{width}.4f}" for name in names))
+    lines.append(f"model: {results['paths']['model']}")
+    return "\n".join(lines)
