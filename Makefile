@@ -9,10 +9,11 @@ DEMO := .demo
 SAMPLE_IMAGE := tfds_rarespecies/rare_species/dummy_data/arthropoda_apidae/20647903_1065369_eol-full-size-copy.jpg
 # What `tfds build` prints that nobody needs: TensorFlow's C++ start-up lines (printed while TensorFlow is
 # imported, before TF_CPP_MIN_LOG_LEVEL applies: tensorflow/tensorflow#100442), Beam's note on GCP clients,
-# TFDS' INFO lines and its repr of the DatasetInfo (the build report says what was written, and where). Our own
-# commands keep their console quiet themselves (trainer/cli.py); `make demo TF_LOGS=1` shows everything.
+# TFDS' INFO lines, its "Unknown size" line (a manual download has no size TFDS knows) and its repr of the
+# DatasetInfo (the build report says what was written, and where). Our own commands keep their console quiet
+# themselves (trainer/cli.py); `make demo TF_LOGS=1` shows everything.
 NATIVE_NOISE := ^(WARNING: All log messages before absl::InitializeLog|[IEW][0-9]{4} |To enable the following instructions|WARNING:root:apitools not found)
-TFDS_NOISE := /^(INFO\[|WARNING\[file_utils.py\]: Variant folder)/d; /^tfds.core.DatasetInfo\(/,/^\)$$/d
+TFDS_NOISE := /^(INFO\[|WARNING\[file_utils.py\]: Variant folder|.*Downloading and preparing dataset Unknown size)/d; /^tfds.core.DatasetInfo\(/,/^\)$$/d
 ifdef TF_LOGS
 QUIET_BUILD :=
 export TF_CPP_MIN_LOG_LEVEL := 0

@@ -1,15 +1,20 @@
 """Reads a Rare Species download (course or Imageomics layout) into one validated table.
 
 Both layouts end as the same pandas table (CATALOG_COLUMNS), one row per metadata row, with the image file
-found by its base name anywhere under the root, so folder naming never matters. Problems with the metadata
-itself fail fast as `MetadataError`: one line naming the file, the row and the column, and what to do.
+found at the metadata's relative path first (the course layout's file_path), else by its base name anywhere
+under the root; a same-named file that is not read, a file read from elsewhere than its metadata path, and a
+name that several files share without one at the path are all reported, never chosen silently. Problems with
+the metadata itself fail fast as `MetadataError`: one line naming the file, the row and the column, and what
+to do.
 """
 
 import codecs
+import collections
 import dataclasses
 import io
 import os
 import pathlib
+import posixpath
 
 import pandas as pd
 
@@ -34,7 +39,10 @@ LABEL_SOURCES = ("shipped", "from_metadata")  # the builder config's `labels`
 LOWER_RANKS = ("class", "order", "genus", "species")  # phylum and family come with every layout's metadata
 TEXT_COLUMNS = ("rare_species_id", "kingdom", "phylum", "family", *LOWER_RANKS, "common_name", "license_name",
                 "copyright_owner", "source_url", "md5", "file_name")
-CATALOG_COLUMNS = ("row", "eol_content_id", "eol_page_id", *TEXT_COLUMNS, "path")
+# relative_path: the file's path in the metadata ("" in Imageomics' catalog, which names no folder); found: how
+# the file was found: "" at that path (or by name when no path is given), "elsewhere" by its name elsewhere,
+# "ambiguous" when several files carry the name and none is at the path (path None: the row is not read).
+CATALOG_COLUMNS = ("row", "eol_content_id", "eol_page_id", *TEXT_COLUMNS, "relative_path", "path", "found")
 
 
 class MetadataError(errors.BuildError):
@@ -51,6 +59,10 @@ class Download:
       metadata_path: the file the rows came from (row numbers refer to its lines).
       table: one row per metadata row, columns CATALOG_COLUMNS; `path` is None when the file is missing.
       unnamed_files: image files under the root that no metadata row names (relative paths, sorted).
+      same_name_files: files named like a row's file that are not read for it (relative paths, sorted): another
+        file of that name is at the row's path, or several share the name and none is at the path.
+      found_elsewhere: "metadata path -> path read" of each row whose file is not at its metadata path but is
+        the one file of its name elsewhere.
       taxonomy_source: where class/order/genus/species came from: the download's own file or catalog, or the
         shipped annotation (tfds_rarespecies/labels.py) for a course download without one (with shipped labels).
       taxonomy: the label lists and tree of the build: the shipped one, or the download's own rows' paths
@@ -62,22 +74,23 @@ class Download:
     metadata_path: pathlib.Path
     table: pd.DataFrame
     unnamed_files: list[str]
+    same_name_files: list[str]
+    found_elsewhere: list[str]
     taxonomy_source: str
     taxonomy: labels.Taxonomy
 
 
-def find_root(manual_dir: os.PathLike) -> tuple[pathlib.Path, str] | None:
-    """The shallowest folder under manual_dir holding either layout's metadata, with the layout's name."""
+def find_roots(manual_dir: os.PathLike) -> list[tuple[pathlib.Path, str]]:
+    """Every folder up to 3 levels under manual_dir holding either layout's metadata, with the layout's name
+    (shallowest first): more than one is more than one download, which the builder refuses rather than pick."""
     manual_dir = pathlib.Path(manual_dir)
+    roots = []
     for depth in range(4):
         pattern = "/".join(["*"] * depth)
-        candidates = sorted(manual_dir.glob(f"{pattern}/{COURSE_METADATA}" if depth else COURSE_METADATA))
-        candidates += sorted(manual_dir.glob(f"{pattern}/{IMAGEOMICS_METADATA}" if depth else IMAGEOMICS_METADATA))
-        for candidate in candidates:
-            if candidate.name == COURSE_METADATA:
-                return candidate.parent, "course"
-            return candidate.parent.parent, "imageomics"
-    return None
+        for metadata, layout in ((COURSE_METADATA, "course"), (IMAGEOMICS_METADATA, "imageomics")):
+            for candidate in sorted(manual_dir.glob(f"{pattern}/{metadata}" if depth else metadata)):
+                roots.append((candidate.parent if layout == "course" else candidate.parent.parent, layout))
+    return roots
 
 
 def read_download(root: os.PathLike, layout: str, label_source: str = "shipped") -> Download:
@@ -109,12 +122,32 @@ def read_download(root: os.PathLike, layout: str, label_source: str = "shipped")
     else:
         _check_family_phyla(table, metadata_path)
         _place_in_own_tree(table)
-    files, folders = _index_image_files(root)
-    table["path"] = [files.get(name, folders.get(name)) for name in table["file_name"]]
+    files = _index_image_files(root)
+    table["path"], table["found"], same_name = zip(*(
+        _find_file(root, relative, files.get(name, [])) for relative, name in
+        zip(table["relative_path"], table["file_name"])))
     named = set(table["file_name"])
-    unnamed = sorted(str(path.relative_to(root)) for name, path in files.items() if name not in named)
-    return Download(root, layout, metadata_path, table[list(CATALOG_COLUMNS)], unnamed, taxonomy_source,
+    unnamed = sorted(path for name, paths in files.items() if name not in named for path in paths)
+    elsewhere = table[table["found"] == "elsewhere"]
+    moved = [f"{relative} -> {pathlib.Path(path).relative_to(root)}"
+             for relative, path in zip(elsewhere["relative_path"], elsewhere["path"])]
+    return Download(root, layout, metadata_path, table[list(CATALOG_COLUMNS)], unnamed,
+                    sorted(path for paths in same_name for path in paths), moved, taxonomy_source,
                     labels.shipped() if shipped else labels.Taxonomy.of_rows(table))
+
+
+def _find_file(root: pathlib.Path, relative: str, candidates: list[str]) -> tuple[pathlib.Path | None, str,
+                                                                                     list[str]]:
+    """(path, how found, same-named files not read) of one row: its metadata path when something is there (a
+    file, a link, or a folder in the way, which the reader reports), else the one file of its name anywhere
+    under root; several such files and none at the path is ambiguous: none is read, all are reported."""
+    if relative and os.path.lexists(root / relative):
+        return root / relative, "", [path for path in candidates if path != posixpath.normpath(relative)]
+    if len(candidates) == 1:
+        return root / candidates[0], "elsewhere" if relative else "", []
+    if candidates:
+        return None, "ambiguous", candidates
+    return None, "", []
 
 
 def read_exclusions(path: os.PathLike) -> dict[str, str]:
@@ -173,7 +206,8 @@ def _course_table(frame: pd.DataFrame) -> pd.DataFrame:
         table[column] = frame[column]
     for column in ("kingdom", "phylum", "family"):
         table[column] = frame[column].str.lower()
-    table["file_name"] = frame["file_path"].map(lambda p: p.replace("\\", "/").rsplit("/", 1)[-1])
+    table["relative_path"] = frame["file_path"].map(lambda p: p.replace("\\", "/"))
+    table["file_name"] = table["relative_path"].map(posixpath.basename)
     return table
 
 
@@ -190,6 +224,7 @@ def _imageomics_table(frame: pd.DataFrame) -> pd.DataFrame:
     table["species"] = frame["sciName"]
     table["common_name"] = frame["common"]
     table["file_name"] = frame["eol_content_id"] + "_" + frame["eol_page_id"] + "_eol-full-size-copy.jpg"
+    table["relative_path"] = ""
     return table
 
 
@@ -239,7 +274,19 @@ def _validate(table: pd.DataFrame, path: pathlib.Path) -> None:
             first = int(table.index[table[column] == table.at[row, column]][0])
             raise MetadataError(f"{path}: row {row}: column {column}: duplicate {table.at[row, column]!r} "
                                 f"(first at row {first}); each image must appear once")
+    _check_relative_paths(table, path)
     table["row"] = table.index
+
+
+def _check_relative_paths(table: pd.DataFrame, path: pathlib.Path) -> None:
+    """A metadata path must stay inside the download: no absolute path, no `..`; the build reads nothing else."""
+    relative = table["relative_path"]
+    parts = relative.str.split("/")
+    bad = relative.str.startswith("/") | relative.str.match(r"^[A-Za-z]:") | parts.map(lambda p: ".." in p)
+    if bad.any():
+        row = int(table.index[bad][0])
+        raise MetadataError(f"{path}: row {row}: column file_path: {relative[row]!r} leads outside the download "
+                            "folder; give the image's path relative to the folder holding the metadata")
 
 
 def _check_shipped_names(table: pd.DataFrame, path: pathlib.Path) -> None:
@@ -314,16 +361,14 @@ def _require_values(table: pd.DataFrame, column: str, path: pathlib.Path) -> Non
                             "or remove the row")
 
 
-def _index_image_files(root: pathlib.Path) -> tuple[dict[str, pathlib.Path], dict[str, pathlib.Path]]:
-    """base name -> path of every image file under root (symlinks included, the first in sorted order wins a
-    name clash), and of every folder named like an image: a row that names one is then skipped as not a file
-    rather than reported missing, which would hide the folder in the way."""
-    files: dict[str, pathlib.Path] = {}
-    folders: dict[str, pathlib.Path] = {}
+def _index_image_files(root: pathlib.Path) -> dict[str, list[str]]:
+    """base name -> relative paths (sorted, "/"-separated) of every image file under root, symlinks included,
+    and of every folder named like an image: a row that names one is then skipped as not a file rather than
+    reported missing, which would hide the folder in the way."""
+    found = collections.defaultdict(list)
     for folder, subfolders, names in os.walk(root):
         subfolders.sort()
-        for found, candidates in ((files, sorted(names)), (folders, subfolders)):
-            for name in candidates:
-                if name.lower().endswith(IMAGE_SUFFIXES) and name not in found:
-                    found[name] = pathlib.Path(folder) / name
-    return files, folders
+        for name in sorted([*names, *subfolders]):
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                found[name].append((pathlib.Path(folder) / name).relative_to(root).as_posix())
+    return dict(found)

@@ -11,8 +11,10 @@ a `SystemExit` raised inside it, and `sys.excepthook` would change every process
 So `Builder.download_and_prepare` runs inside `one_line_under_tfds_build()`: when (and only when) the call
 comes from `tfds build` (its module is on the call stack, in the main process), a `BuildError` is printed as
 `tfds build: error: ...` and becomes `SystemExit(2)`, which absl passes through untouched and Python ends
-without a traceback. Every other exception, a bug, keeps its traceback. Under the Beam executor a worker's
-BuildError reaches the driver inside the runner's own error; `raised_by_beam_workers` makes it a BuildError again.
+without a traceback. Ctrl-C is no bug either: it ends the command in one line with exit status 130 (TFDS
+removes the unfinished dataset folder on its way out). Every other exception, a bug, keeps its traceback.
+Under the Beam executor a worker's BuildError reaches the driver inside the runner's own error;
+`raised_by_beam_workers` makes it a BuildError again.
 """
 
 import contextlib
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 
 PROGRAM = "tfds build"
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
 _TFDS_BUILD_MODULE = "tensorflow_datasets.scripts.cli.build"
 # The last line of a worker's BuildError traceback, as a Beam runner quotes it (Beam appends the stage).
 _WORKER_BUILD_ERROR = re.compile(rf"^{re.escape(__name__)}\.BuildError: (.+?)(?: \[while running '[^']*'\])*$",
@@ -36,15 +39,26 @@ class BuildError(ValueError):
 
 @contextlib.contextmanager
 def one_line_under_tfds_build() -> Iterator[None]:
-    """Re-raises a BuildError, except under `tfds build`, where it ends the command in one line (exit 2)."""
+    """Re-raises a BuildError or a KeyboardInterrupt, except under `tfds build`, where either ends the command
+    in one line (exit 2, or 130 for Ctrl-C)."""
     try:
         yield
     except BuildError as error:
-        if not _called_by_tfds_build():
-            raise
-        sys.stdout.flush()
-        print(f"{PROGRAM}: error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_USAGE) from None
+        _end_in_one_line(f"error: {' '.join(str(error).split())}", EXIT_USAGE)
+        raise
+    except KeyboardInterrupt:
+        _end_in_one_line("interrupted (Ctrl-C); the unfinished dataset folder is removed; run the same command "
+                         "again to build it", EXIT_INTERRUPTED)
+        raise
+
+
+def _end_in_one_line(line: str, status: int) -> None:
+    """Under `tfds build`: prints `tfds build: LINE` and exits with status; elsewhere returns (to re-raise)."""
+    if not _called_by_tfds_build():
+        return
+    sys.stdout.flush()
+    print(f"{PROGRAM}: {line}", file=sys.stderr, flush=True)
+    raise SystemExit(status) from None
 
 
 @contextlib.contextmanager

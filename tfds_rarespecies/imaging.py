@@ -27,7 +27,12 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # folder's photos by them.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 
-REASONS = ("empty_file", "not_an_image", "truncated", "too_large", "unreadable")
+REASONS = ("empty_file", "not_an_image", "truncated", "too_large", "unreadable", "too_small", "unencodable")
+
+# libjpeg's JPEG_MAX_DIMENSION: the longest side a JPEG can hold. A long, thin image resized to a config's short
+# side can exceed it (a 1x10,000 strip at 342 px would be 3.4 million px long), so prepare() refuses such an
+# image before resizing it, instead of allocating the strip and failing in the encoder.
+JPEG_MAX_SIDE = 65_500
 
 # Files that start like an image but that Pillow cannot identify are damaged images, not error pages.
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"BM")
@@ -78,17 +83,22 @@ def decode_rgb(data: bytes, min_short_side: int | None = None) -> Image.Image:
     return _decode(data, min_short_side).image
 
 
-def resize_short_side(img: Image.Image, short_side: int) -> Image.Image:
-    """Aspect-preserving resize to the given short side; smaller images are returned as is (never upscaled)."""
+def stored_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) of an image resized to the given short side, aspect kept; never upscaled."""
     if short_side <= 0:
         raise ValueError(f"short_side must be positive, got {short_side}")
-    width, height = img.size
     if min(width, height) <= short_side:
-        return img
+        return width, height
     if width <= height:
-        size = (short_side, max(1, round(height * short_side / width)))
-    else:
-        size = (max(1, round(width * short_side / height)), short_side)
+        return short_side, max(1, round(height * short_side / width))
+    return max(1, round(width * short_side / height)), short_side
+
+
+def resize_short_side(img: Image.Image, short_side: int) -> Image.Image:
+    """Aspect-preserving resize to the given short side; smaller images are returned as is (never upscaled)."""
+    size = stored_size(*img.size, short_side)
+    if size == img.size:
+        return img
     # reducing_gap first shrinks by an integer box filter, so full-size non-JPEG inputs stay fast; at 3.0 the
     # result is indistinguishable from a plain resize. Bicubic rather than Lanczos: JPEGs arrive here draft-
     # decoded, less than 2x above the target, where the two agree to ~48 dB PSNR (measured on a real photo:
@@ -105,17 +115,33 @@ def encode_jpeg(img: Image.Image, quality: int) -> bytes:
     return out.getvalue()
 
 
-def prepare(data: bytes, short_side: int, quality: int) -> Prepared:
+def prepare(data: bytes, short_side: int, quality: int, min_side: int = 1) -> Prepared:
     """The builder's per-file step: hash the bytes, decode (draft to >= short_side), resize, encode, phash.
+
+    Every way one image can fail is a DecodeError, encoding included: a stored short side under min_side
+    ("too_small": consumers are tested down to the config's minimum, not below), a stored side longer than a
+    JPEG holds, or any other encoder refusal ("unencodable").
 
     The perceptual hash is taken of the resized image (the stored picture), not of the decoded one: it shrinks
     to 32x32 either way, and from the resized image that costs a sixth (0.8 ms instead of 5 ms per EOL-sized
     file, which made it the largest step after the resize); the two hashes differ by 0-2 of 64 bits.
     """
     decoded = _decode(data, min_short_side=short_side)
+    stored = min(decoded.width, decoded.height, short_side)
+    if stored < min_side:
+        raise DecodeError("too_small", f"{decoded.width}x{decoded.height}: stored short side {stored} px < "
+                                       f"min_side {min_side}")
+    size = stored_size(*decoded.image.size, short_side)
+    if max(size) > JPEG_MAX_SIDE:
+        raise DecodeError("unencodable", f"{decoded.width}x{decoded.height} stored as {size[0]}x{size[1]}: a "
+                                         f"JPEG side holds at most {JPEG_MAX_SIDE} px")
     resized = resize_short_side(decoded.image, short_side)
+    try:
+        jpeg = encode_jpeg(resized, quality)
+    except OSError as exc:  # Pillow's encoder errors; the message is Pillow's words, not the file's bytes
+        raise DecodeError("unencodable", f"the JPEG encoder refused {size[0]}x{size[1]} ({exc})") from exc
     return Prepared(
-        jpeg=encode_jpeg(resized, quality),
+        jpeg=jpeg,
         width=decoded.width,
         height=decoded.height,
         content_sha256=hashlib.sha256(data).hexdigest(),

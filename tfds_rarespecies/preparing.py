@@ -16,8 +16,10 @@ import hashlib
 import multiprocessing
 import os
 import pathlib
+import signal
 import stat
 import sys
+import threading
 import types
 from typing import Iterable, Iterator
 
@@ -61,10 +63,10 @@ class Outcome:
         return not self.reason
 
 
-def prepare(job: Job, short_side: int, quality: int) -> tuple[Outcome, bytes]:
-    """The per-file work, a pure function of (file, size, quality) that both executors run: reads, checks,
+def prepare(job: Job, short_side: int, quality: int, min_side: int = 1) -> tuple[Outcome, bytes]:
+    """The per-file work, a pure function of (file, sizes, quality) that both executors run: reads, checks,
     decodes, orients, converts to RGB, resizes, encodes and hashes one file; (its Outcome, its stored JPEG or
-    b"" when it failed). Never raises for a bad or unreadable file.
+    b"" when it failed). Never raises for a bad, unreadable, too small or unencodable file.
 
     A failure is recorded as a reason word (READ_REASONS, imaging.REASONS) and a detail made of our own words
     and numbers, never of the file's bytes.
@@ -77,17 +79,17 @@ def prepare(job: Job, short_side: int, quality: int) -> tuple[Outcome, bytes]:
         return Outcome(job.file_name, "md5_mismatch",
                        f"md5 {hashlib.md5(data).hexdigest()} != licenses.csv md5 {job.md5}"), b""
     try:
-        prepared = imaging.prepare(data, short_side, quality)
+        prepared = imaging.prepare(data, short_side, quality, min_side)
     except imaging.DecodeError as exc:
         return Outcome(job.file_name, exc.reason, str(exc)), b""
     return Outcome(job.file_name, width=prepared.width, height=prepared.height,
                    content_sha256=prepared.content_sha256, phash=prepared.phash), prepared.jpeg
 
 
-def prepare_one(job: Job, short_side: int, quality: int) -> Outcome:
+def prepare_one(job: Job, short_side: int, quality: int, min_side: int = 1) -> Outcome:
     """`prepare`, then the JPEG written to the job's target (the local executor's scratch folder). Only the
     write may raise: the scratch folder is the build's, and a full disk is no fault of one file."""
-    outcome, jpeg = prepare(job, short_side, quality)
+    outcome, jpeg = prepare(job, short_side, quality, min_side)
     if outcome.ok:
         pathlib.Path(job.target).write_bytes(jpeg)
     return outcome
@@ -113,15 +115,18 @@ def _read_failure(exc: OSError, path: pathlib.Path) -> tuple[str, str]:
     return "read_error", exc.strerror or type(exc).__name__
 
 
-def prepare_all(jobs: Iterable[Job], short_side: int, quality: int, workers: int = 0) -> Iterator[Outcome]:
+def prepare_all(jobs: Iterable[Job], short_side: int, quality: int, workers: int = 0,
+                min_side: int = 1) -> Iterator[Outcome]:
     """Yields one Outcome per job, in job order, with a progress bar.
 
     workers=0 uses every core. The pool uses the "spawn" start method: forking a process that has
-    TensorFlow's thread pools running is unsafe.
+    TensorFlow's thread pools running is unsafe. Ctrl-C reaches the workers too (one process group): they
+    start with it ignored, and the parent cancels what is still queued, so an interrupt ends in the parent's
+    one line, not in a traceback per worker, and does not wait for the queued files to be decoded.
     """
     jobs = list(jobs)
     workers = worker_count(workers)
-    step = functools.partial(prepare_one, short_side=short_side, quality=quality)
+    step = functools.partial(prepare_one, short_side=short_side, quality=quality, min_side=min_side)
     progress = functools.partial(tqdm.tqdm, total=len(jobs), desc="Decoding and resizing images", unit=" images")
     if workers == 1 or len(jobs) < 2:
         yield from progress(map(step, jobs))
@@ -130,9 +135,28 @@ def prepare_all(jobs: Iterable[Job], short_side: int, quality: int, workers: int
     # Small chunks (~1/32 of a worker's share, at most 64 files) keep both cores busy to the last file.
     chunk = max(1, min(64, len(jobs) // (workers * 32)))
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        with _main_module_hidden():  # the pool starts its workers while map submits the chunks
-            outcomes = pool.map(step, jobs, chunksize=chunk)
-        yield from progress(outcomes)
+        try:
+            with _main_module_hidden(), _workers_ignore_interrupts():  # map starts the workers as it submits
+                outcomes = pool.map(step, jobs, chunksize=chunk)
+            yield from progress(outcomes)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+@contextlib.contextmanager
+def _workers_ignore_interrupts():
+    """Ignores Ctrl-C while the pool starts its workers, which inherit that: a handler set inside a worker
+    would come too late for a Ctrl-C during its start-up (a traceback per worker). An interrupt in those
+    milliseconds is lost; the parent handles every later one. Only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def worker_count(workers: int) -> int:

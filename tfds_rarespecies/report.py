@@ -6,6 +6,7 @@ report travels in the dataset's metadata, and `write()` puts it as CSV + JSON be
 """
 
 import dataclasses
+import hashlib
 import json
 import pathlib
 
@@ -15,6 +16,9 @@ STATUSES = ("written", "skipped", "excluded", "missing")
 ROW_COLUMNS = ("row", "rare_species_id", "file_name", "phylum", "family", "status", "reason", "detail", "split")
 CSV_NAME = "build_report.csv"
 JSON_NAME = "build_report.json"
+# The file lists build_report.json holds beside the summary (the dataset's metadata keeps only their counts).
+LISTS = {"unnamed_file_names": "unnamed_files", "same_name_file_names": "same_name_files",
+         "found_elsewhere_paths": "found_elsewhere"}
 
 
 class CountsDoNotAddUp(AssertionError):
@@ -29,6 +33,8 @@ class BuildReport:
     layout: str
     rows: pd.DataFrame
     unnamed_files: list[str]
+    same_name_files: list[str]  # catalog.Download's: same-named files not read for a row
+    found_elsewhere: list[str]  # catalog.Download's: "metadata path -> path read"
     unmatched_exclusions: list[str]
     species_fallback_families: list[str]
     duplicate_groups: int
@@ -61,6 +67,7 @@ class BuildReport:
             "reasons": {f"{status}:{reason}": int(n) for (status, reason), n in
                         not_written.groupby(["status", "reason"]).size().items()},
             "splits": {split: int(n) for split, n in written["split"].value_counts().sort_index().items()},
+            "split_digests": split_digests(written),
             "splits_by_phylum": {split: {phylum: int(n) for phylum, n in group["phylum"].value_counts()
                                          .sort_index().items()}
                                  for split, group in written.groupby("split")},
@@ -68,6 +75,8 @@ class BuildReport:
             "duplicate_groups": self.duplicate_groups,
             "images_in_duplicate_groups": self.images_in_duplicate_groups,
             "unnamed_files": len(self.unnamed_files),
+            "same_name_files": len(self.same_name_files),
+            "found_elsewhere": len(self.found_elsewhere),
             "unmatched_exclusions": self.unmatched_exclusions,
             "species_disjoint_fallback_families": self.species_fallback_families,
             "taxonomy": {"source": self.taxonomy_source, "unplaced_written": self.unplaced_written,
@@ -79,7 +88,7 @@ class BuildReport:
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.rows.to_csv(directory / CSV_NAME, index=False)
-        payload = dict(self.summary(), unnamed_file_names=self.unnamed_files)
+        payload = dict(self.summary(), **{key: getattr(self, attribute) for key, attribute in LISTS.items()})
         (directory / JSON_NAME).write_text(json.dumps(payload, indent=2) + "\n")
 
     def format(self) -> str:
@@ -101,6 +110,12 @@ class BuildReport:
         if self.unnamed_files:
             lines.append(f"  files on disk that no metadata row names: {len(self.unnamed_files)} "
                          f"(first: {self.unnamed_files[0]})")
+        if self.same_name_files:
+            lines.append(f"  files named like a row's file but not read for it: {len(self.same_name_files)} "
+                         f"(first: {self.same_name_files[0]})")
+        if self.found_elsewhere:
+            lines.append(f"  files read from elsewhere than their metadata path: {len(self.found_elsewhere)} "
+                         f"(first: {self.found_elsewhere[0]})")
         if self.unmatched_exclusions:
             lines.append(f"  exclusion ids that match no row: {len(self.unmatched_exclusions)}")
         if self.species_fallback_families:
@@ -115,3 +130,10 @@ def _describe(executor: dict) -> str:
     if executor["name"] == "local":
         return f"local, {executor['workers']} worker processes"
     return "beam, " + ", ".join(f"{key}={value}" for key, value in executor["options"].items())
+
+
+def split_digests(written: pd.DataFrame) -> dict[str, str]:
+    """Per split, the sha256 of its sorted file names: what a run records to know later whether the dataset it
+    is resumed or rescored on holds the same splits (a rebuild with other splits changes it)."""
+    return {split: hashlib.sha256("\n".join(sorted(group["file_name"])).encode()).hexdigest()
+            for split, group in written.groupby("split")}

@@ -1,6 +1,6 @@
 """Prints what a built rare_species dataset holds: examples per split and phylum, and what was left out.
 
-    python -m tfds_rarespecies.summary --data_dir=~/tensorflow_datasets --config=inception_342
+    python -m tfds_rarespecies.summary --data_dir=$HOME/tensorflow_datasets --config=inception_342
 
 It reads the build back through TFDS (the examples counted are the ones `tfds.load` returns), so it doubles
 as a check that the build is readable.
@@ -26,7 +26,7 @@ def summarize(data_dir: str | None, config: str) -> str:
     if not builder.is_prepared():
         raise NotBuiltError(f"rare_species/{config} is not built in {builder.data_dir}; run "
                          f"`tfds build rare_species --imports=tfds_rarespecies --config={config} "
-                         f"--manual_dir=DOWNLOAD --data_dir={data_dir or '~/tensorflow_datasets'}`")
+                         f"--manual_dir=DOWNLOAD --data_dir={data_dir or '$HOME/tensorflow_datasets'}`")
     phylum_names = builder.info.features["phylum"].names
     lines = [f"rare_species/{config} in {builder.data_dir}"]
     for split in ("train", "validation", "test"):

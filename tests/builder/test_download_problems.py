@@ -20,7 +20,7 @@ from tfds_rarespecies import errors, preparing, replica, report
 SECRET = "root:x:0:0:SECRET-FIRST-LINE"
 # Lines TensorFlow, TFDS and absl print on their own under `tfds build` (the ones `make demo` filters out):
 # glog lines, TFDS' INFO/WARNING records, absl's and Beam's start-up notes, cpu_feature_guard's continuation.
-_LIBRARY_LINE = re.compile(r"[IWEF]\d{4} |(INFO|WARNING|ERROR)\[[\w.]+\]: |WARNING: All log messages before absl"
+LIBRARY_LINE = re.compile(r"[IWEF]\d{4} |(INFO|WARNING|ERROR)\[[\w.]+\]: |WARNING: All log messages before absl"
                            r"|WARNING:root:apitools not found|To enable the following instructions")
 
 
@@ -144,6 +144,10 @@ def _cli_cases(tmp_path: pathlib.Path, real_metadata: pd.DataFrame) -> dict[str,
                                     r".*unionidae; .*\(--config=inception_342\)")
     cases["unknown_field"] = ([f"--manual_dir={valid}", '--config={"name": "mine", "shortside": 200}'],
                               r"--config=mine: no field shortside; the fields are .*short_side")
+    cases["string_bool"] = ([f"--manual_dir={valid}", '--config={"name": "mine", "strict": "false"}'],
+                            r"--config=mine: field strict is 'false'; it must be true or false")
+    cases["tilde_data_dir"] = ([f"--manual_dir={valid}", "--config=small_128", "--data_dir=~/rs_nowhere"],
+                               r"--data_dir=~/rs_nowhere: starts with ~.*; write --data_dir=\$HOME/rs_nowhere")
     return cases
 
 
@@ -160,8 +164,10 @@ def cli_runs(tmp_path_factory, real_metadata) -> dict[str, tuple[subprocess.Comp
     env = dict(os.environ, TQDM_DISABLE="1")
     started = {}
     for name, (arguments, message) in _cli_cases(root, real_metadata).items():
-        command = [str(tfds_cli), "build", "rare_species", "--imports=tfds_rarespecies", *arguments,
-                   f"--data_dir={root / 'data' / name}", f"--download_dir={root / 'downloads' / name}"]
+        given = any(argument.startswith("--data_dir=") for argument in arguments)
+        data_dir = [] if given else [f"--data_dir={root / 'data' / name}"]
+        command = [str(tfds_cli), "build", "rare_species", "--imports=tfds_rarespecies", *arguments, *data_dir,
+                   f"--download_dir={root / 'downloads' / name}"]
         started[name] = (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                           cwd=root, env=env), message)
     return {name: (_finish(process), message) for name, (process, message) in started.items()}
@@ -174,13 +180,22 @@ def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["non_utf8", "no_metadata", "no_manual_dir", "too_small", "too_small_no_config",
-                                  "unknown_field"])
+                                  "unknown_field", "string_bool", "tilde_data_dir"])
 def test_tfds_build_ends_a_user_error_in_one_line(cli_runs, case):
     run, message = cli_runs[case]
-    ours = [line for line in run.stderr.splitlines() if line and not _LIBRARY_LINE.match(line)]
+    ours = [line for line in run.stderr.splitlines() if line and not LIBRARY_LINE.match(line)]
     assert (run.returncode, len(ours)) == (errors.EXIT_USAGE, 1), run.stderr
     assert "Traceback" not in run.stderr and run.stderr.rstrip().endswith(ours[0])
     assert re.match(r"tfds build: error: ", ours[0]) and re.search(message, ours[0]), ours[0]
+
+
+@pytest.mark.slow
+def test_tfds_build_writes_nothing_for_a_tilde_data_dir_or_a_string_bool(cli_runs):
+    """The cases run in one working directory: no `~` folder appears there, and no dataset for either."""
+    run, _ = cli_runs["tilde_data_dir"]
+    root = pathlib.Path(run.args[-1].split("=", 1)[1]).parent.parent
+    assert not (root / "~").exists()
+    assert not list((root / "data").glob("string_bool/**/*.tfrecord*"))
 
 
 @pytest.mark.slow
@@ -202,10 +217,10 @@ def test_a_fifo_named_like_an_image_is_skipped_without_blocking(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("short_side", 0, r"field short_side is 0; it must be an integer at least 1"),
+    ("short_side", 0, r"field short_side is 0; it must be an integer from 1 to 65500"),
     ("jpeg_quality", 101, r"field jpeg_quality is 101; it must be an integer from 1 to 100"),
-    ("split_scheme", "species", r"unknown split scheme 'species'.*; fix the fields split_scheme and fractions"),
-    ("fractions", (0.8, 0.2), r"fractions must be 3 positive numbers"),
+    ("split_scheme", "species", r"field split_scheme is 'species'; it must be one of stratified, species_disjoint"),
+    ("fractions", (0.8, 0.3, 0.1), r"fractions must be 3 positive numbers summing to 1.*; fix the fields"),
     ("exclusions", "/no/such/exclusions.csv", r"field exclusions: /no/such/exclusions.csv is not a file"),
 ], ids=["short_side", "jpeg_quality", "split_scheme", "fractions", "exclusions"])
 def test_a_config_field_out_of_range_fails_before_decoding(tmp_path, field, value, message):

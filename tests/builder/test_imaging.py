@@ -279,7 +279,8 @@ def test_corrupt_png_data_is_unreadable_with_pillow_message():
 
 
 def test_decode_error_reasons_are_the_stable_slugs():
-    assert imaging.REASONS == ("empty_file", "not_an_image", "truncated", "too_large", "unreadable")
+    assert imaging.REASONS == ("empty_file", "not_an_image", "truncated", "too_large", "unreadable", "too_small",
+                               "unencodable")
     with pytest.raises(ValueError):
         DecodeError("broken", "a reason outside the list")
 
@@ -341,3 +342,35 @@ def test_phash_distance_counts_differing_bits():
     assert phash_distance("0000000000000000", "0000000000000013") == 3
     with pytest.raises(ValueError):
         phash_distance("00", "0000")
+
+
+@pytest.mark.parametrize("size, min_side", [((1, 1), 32), ((31, 400), 32), ((400, 31), 32)])
+def test_prepare_refuses_an_image_under_the_minimum_stored_side(size, min_side):
+    with pytest.raises(DecodeError) as info:
+        prepare(encode(Image.new("RGB", size, (90, 120, 30)), "PNG"), 128, 90, min_side=min_side)
+    assert info.value.reason == "too_small" and f"< min_side {min_side}" in str(info.value)
+
+
+def test_prepare_keeps_an_image_exactly_at_the_minimum():
+    prepared = prepare(encode(scene(1, (32, 90)), "PNG"), 128, 90, min_side=32)
+    assert Image.open(io.BytesIO(prepared.jpeg)).size == (32, 90)
+
+
+def test_a_stored_side_longer_than_a_jpeg_holds_is_unencodable_before_resizing():
+    """400 x 70,000 (a long strip) stored at short side 342 would be 59,850 px long: it fits; at 128 x 70,000
+    it stays 70,000 long (never upscaled), over libjpeg's 65,500."""
+    strip = encode(Image.new("L", (128, 70_000), 128), "PNG")
+    with pytest.raises(DecodeError) as info:
+        prepare(strip, 342, 90, min_side=32)
+    assert info.value.reason == "unencodable" and str(imaging.JPEG_MAX_SIDE) in str(info.value)
+    assert Image.open(io.BytesIO(prepare(strip, 64, 90).jpeg)).size == (64, 35_000)
+
+
+def test_an_encoder_refusal_is_a_decode_error_not_a_crash(monkeypatch):
+    def refuse(img, quality):
+        raise OSError("encoder error -2 when writing image file")
+
+    monkeypatch.setattr(imaging, "encode_jpeg", refuse)
+    with pytest.raises(DecodeError) as info:
+        prepare(encode(scene(1, (64, 64)), "PNG"), 32, 90)
+    assert info.value.reason == "unencodable" and "encoder error" in str(info.value)

@@ -11,20 +11,24 @@ or Imageomics' layout (metadata/rarespecies-catalog.csv). The flow: catalog (rea
 (every row accounted for) -> examples.
 """
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import operator
 import os
 import pathlib
-import shutil
+import sys
 
 import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from tfds_rarespecies import catalog, errors, labels, preparing, report, splits
+from tfds_rarespecies import catalog, errors, fields, imaging, labels, preparing, report, splits
 
+# The folder, inside the dataset's own incomplete.* folder, where the decoded JPEGs wait for their split.
+SCRATCH = "decoded.tmp"
 _MANUAL_DOWNLOAD_INSTRUCTIONS = """
 Download the Rare Species images (the course zip with metadata.csv, or Imageomics' rare_species with
 metadata/rarespecies-catalog.csv) and put the zip or its extracted folder in `manual_dir`
@@ -41,6 +45,8 @@ class RareSpeciesConfig(tfds.core.BuilderConfig):
 
     Attributes:
       short_side: stored short side in pixels (aspect ratio kept, never upscaled).
+      min_side: smallest stored short side in pixels: a smaller image is skipped as `too_small` (the consumers,
+        pipelines and the audit, are tested at this size; a 1-pixel image is no photo to learn from).
       jpeg_quality: quality of the re-encoded JPEG.
       split_scheme: "stratified" (by family) or "species_disjoint" (validation/test species never in train).
       fractions: train/validation/test fractions.
@@ -59,20 +65,35 @@ class RareSpeciesConfig(tfds.core.BuilderConfig):
         from the download's own metadata (any EOL-format collection), sorted, stored in the dataset.
     """
 
-    def __new__(cls, *args, **fields):
+    def __new__(cls, *args, **values):
         """`--config='{...}'` with a field name the config does not have: one line under `tfds build` (TFDS
         builds the config from the JSON before any builder code runs, so a TypeError would end it in a
         traceback), a BuildError elsewhere."""
         known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - known)
+        unknown = sorted(map(str, set(values) - known))
         with errors.one_line_under_tfds_build():
             if unknown:
                 raise errors.BuildError(
-                    f"--config={fields.get('name', '?')}: no field {', '.join(unknown)}; the fields are "
+                    f"{fields.flag(values.get('name'))}: no field {', '.join(unknown)}; the fields are "
                     f"{', '.join(sorted(known - {'name', 'version', 'release_notes', 'supported_versions'}))}")
         return super().__new__(cls)
 
+    def __post_init__(self):
+        """Every field by type and range (fields.py says why), then the combinations, before anything runs."""
+        with errors.one_line_under_tfds_build():
+            fields.check(self, _RULES)
+            self.fractions = tuple(float(fraction) for fraction in self.fractions)
+            if self.min_side > self.short_side:
+                raise errors.BuildError(f"{fields.flag(self.name)}: field min_side is {self.min_side}, above "
+                                        f"short_side {self.short_side}; it must be at most short_side")
+            try:
+                splits.check_scheme(self.split_scheme, self.fractions)
+            except ValueError as exc:
+                raise errors.BuildError(f"{fields.flag(self.name)}: {exc}; fix the fields split_scheme and "
+                                        "fractions") from None
+
     short_side: int = 342
+    min_side: int = 32
     jpeg_quality: int = 90
     split_scheme: str = "stratified"
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -85,9 +106,18 @@ class RareSpeciesConfig(tfds.core.BuilderConfig):
     labels: str = "shipped"
 
 
-# The integer fields' ranges: (lowest, highest or None).
-_FIELD_RANGES = {"short_side": (1, None), "jpeg_quality": (1, 100), "near_duplicate_distance": (0, 64),
-                 "num_workers": (0, None)}
+# Each field's rule (TFDS' own fields first): fields.check applies them in this order.
+_RULES = {
+    "name": fields.Name(), "version": fields.Version(),
+    "supported_versions": fields.ListOf(fields.Version(), "versions x.y.z"), "release_notes": fields.Notes(),
+    "description": fields.Text(optional=True), "tags": fields.ListOf(fields.Text(), "strings"),
+    "short_side": fields.Integer(1, imaging.JPEG_MAX_SIDE), "min_side": fields.Integer(1, imaging.JPEG_MAX_SIDE),
+    "jpeg_quality": fields.Integer(1, 100), "split_scheme": fields.Choice(splits.SCHEMES),
+    "fractions": fields.Fractions(), "near_duplicate_distance": fields.Integer(0, 64),
+    "seed": fields.Integer(0, 2**63 - 1), "strict": fields.Boolean(), "exclusions": fields.Text(),
+    "num_workers": fields.Integer(0, 1024), "follow_symlinks_out": fields.Boolean(),
+    "labels": fields.Choice(catalog.LABEL_SOURCES),
+}
 
 
 def _configs() -> list[RareSpeciesConfig]:
@@ -118,6 +148,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
     # (beam_options, beam_runner) of the download_config: either one set picks the Beam executor.
     _beam = (None, None)
+
+    def __init__(self, *, config=None, **kwargs):
+        """TFDS' builder; a config of our own class named like a shipped one is refused in one line (TFDS' own
+        refusal is a ValueError over several lines, after the JSON config was accepted). Case does not count:
+        on a case-insensitive disk (macOS, Windows) `Small_128` is the folder of `small_128`."""
+        with errors.one_line_under_tfds_build():
+            name = getattr(config, "name", None)
+            shipped = {c.name: c for c in self.BUILDER_CONFIGS}.get(name.lower() if isinstance(name, str) else None)
+            if isinstance(config, RareSpeciesConfig) and shipped is not None and config is not shipped:
+                raise errors.BuildError(
+                    f"--config={config.name}: that name is a shipped config's; give yours a new name (e.g. "
+                    f'"name": "{config.name}_mine"), or pass --config={config.name} to build the shipped one')
+        super().__init__(config=config, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         """The features; with labels from the metadata the rank ClassLabels get their names once the download
@@ -152,34 +195,42 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         download_config = kwargs.get("download_config") or tfds.download.DownloadConfig()
         self._beam = (download_config.beam_options, download_config.beam_runner)
         with errors.one_line_under_tfds_build(), errors.raised_by_beam_workers():
-            super().download_and_prepare(**kwargs)
+            _check_folders({"--data_dir": self.data_dir_root, "--manual_dir": download_config.manual_dir,
+                            "--download_dir": kwargs.get("download_dir"),
+                            "--extract_dir": download_config.extract_dir})
+            if not sys.stderr.isatty():
+                # TFDS' bars drawn into a pipe or a log are left as 0% lines (`make demo`); ours reach 100%.
+                tfds.display_progress_bar(False)
+            with _disk_full_as_build_error(self.data_dir_root), _finished_first_elsewhere(self):
+                super().download_and_prepare(**kwargs)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         config: RareSpeciesConfig = self.builder_config
-        _check_config(config)
         manual_dir = _manual_dir(dl_manager)
         download = catalog.read_download(*_locate(dl_manager, manual_dir), label_source=config.labels)
         self._store_taxonomy(download)
         table = download.table.copy()
         table["status"], table["reason"], table["detail"], table["split"] = "", "", "", ""
         unmatched = _apply_exclusions(table, _exclusions_path(config, download.root))
-        table.loc[(table["status"] == "") & table["path"].isna(), ["status", "reason"]] = ["missing", "no_file"]
+        _mark_missing(table)
         if not config.follow_symlinks_out:
             _skip_links_out(table, (manual_dir, download.root))
 
-        scratch = pathlib.Path(dl_manager.download_dir) / "rare_species_prepared" / config.name
+        # The decoded JPEGs wait in the dataset's own folder, which TFDS made for this build alone (incomplete.*,
+        # removed whole if the build fails): nothing is written outside the folder the user named.
+        scratch = pathlib.Path(self.data_dir) / SCRATCH
         jobs = _jobs(table, scratch)
         finish = functools.partial(_finish, table=table, download=download, unmatched=unmatched, config=config,
                                    data_dir=self.data_dir)
         if any(option is not None for option in self._beam):
             return _beam_split_transforms(jobs, finish, config, _beam_executor(*self._beam))
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        outcomes = preparing.prepare_all(jobs, config.short_side, config.jpeg_quality, config.num_workers)
+        scratch.mkdir()
+        outcomes = preparing.prepare_all(jobs, config.short_side, config.jpeg_quality, config.num_workers,
+                                         config.min_side)
         table = finish(list(outcomes), executor={"name": "local",
                                                  "workers": preparing.worker_count(config.num_workers)})
         self.info.metadata["build_report"] = _summary(self.data_dir)
-        return {split: self._generate_examples(table[table["split"] == split]) for split in splits.SPLITS}
+        return {split: self._generate_examples(table[table["split"] == split], scratch) for split in splits.SPLITS}
 
     def _store_taxonomy(self, download: catalog.Download) -> None:
         """The build's label lists (into the ClassLabels, when read from the metadata) and its tree (into the
@@ -190,13 +241,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 self.info.features[rank].names = list(download.taxonomy.names(rank))
         self.info.metadata[labels.METADATA_KEY] = download.taxonomy.to_text()
 
-    def _generate_examples(self, rows: pd.DataFrame):
-        """Yields the prepared JPEG of each written row, removing its scratch file once read."""
+    def _generate_examples(self, rows: pd.DataFrame, scratch: pathlib.Path):
+        """Yields the prepared JPEG of each written row, removing its scratch file once read, and the scratch
+        folder once the last split has read its last file."""
         for row in rows.to_dict(orient="records"):  # not itertuples: "class" is no attribute name
             jpeg = pathlib.Path(row["prepared"])
             example = _example(row, jpeg.read_bytes())
             jpeg.unlink()
             yield row["file_name"], example
+        with contextlib.suppress(OSError):  # not empty yet: a later split's files are still there
+            scratch.rmdir()
 
     def _process_pipeline_result(self, pipeline_result) -> None:
         """After a Beam build: the report its assignment stage wrote, into the dataset's metadata."""
@@ -244,9 +298,9 @@ def _finish(outcomes: list[preparing.Outcome], table: pd.DataFrame, download: ca
 
 
 def _summary(data_dir: str) -> dict:
-    """The build report's summary for dataset_info.json: build_report.json without the file name list."""
+    """The build report's summary for dataset_info.json: build_report.json without its file lists."""
     payload = json.loads((pathlib.Path(data_dir) / report.JSON_NAME).read_text())
-    return {key: value for key, value in payload.items() if key != "unnamed_file_names"}
+    return {key: value for key, value in payload.items() if key not in report.LISTS}
 
 
 def _beam_executor(options, runner) -> dict:
@@ -268,7 +322,8 @@ def _beam_split_transforms(jobs: list[preparing.Job], finish, config: RareSpecie
     def stages(pipeline):
         if not shared:
             prepared = (pipeline | "Files" >> beam.Create(jobs)
-                        | "Prepare" >> beam.Map(preparing.prepare, config.short_side, config.jpeg_quality))
+                        | "Prepare" >> beam.Map(preparing.prepare, config.short_side, config.jpeg_quality,
+                                                config.min_side))
             assigned = (prepared | "Outcomes" >> beam.Map(operator.itemgetter(0))
                         | "AllOutcomes" >> beam.combiners.ToList()
                         | "Assign" >> beam.Map(_assigned_splits, finish, executor))
@@ -301,26 +356,61 @@ def _split_examples(prepared: tuple[preparing.Outcome, bytes], split: str, assig
         yield outcome.file_name, _example(row, jpeg)
 
 
-def _check_config(config: RareSpeciesConfig) -> None:
-    """Refuses a field out of its range (a `--config='{...}'` typo) before any file is decoded."""
-    for field, (lower, upper) in _FIELD_RANGES.items():
-        value = getattr(config, field)
-        if not isinstance(value, int) or value < lower or (upper is not None and value > upper):
-            bounds = f"from {lower} to {upper}" if upper is not None else f"at least {lower}"
-            raise errors.BuildError(f"--config={config.name}: field {field} is {value!r}; it must be an integer "
-                                    f"{bounds}")
-    if config.labels not in catalog.LABEL_SOURCES:
-        raise errors.BuildError(f"--config={config.name}: field labels is {config.labels!r}; it must be one of "
-                                f"{', '.join(catalog.LABEL_SOURCES)}")
+def _check_folders(folders: dict) -> None:
+    """Refuses a folder flag starting with `~` before anything is read or written: the shell leaves `~` as it
+    is after `=` (`--data_dir=~/x`), and TFDS takes it literally (a folder named `~` in the working
+    directory), so the build would write there while a user means their home; a file where a folder belongs
+    (--manual_dir=the zip itself) is refused too."""
+    for flag, folder in folders.items():
+        if folder is None:
+            continue
+        text = str(folder)
+        if text.startswith("~"):
+            home = text == "~" or text.startswith("~/")  # ~user/... is another user's home: no $HOME form
+            instead = f"{flag}=$HOME/{text[2:]}" if home else f"the absolute path in {flag}"
+            raise errors.BuildError(f"{flag}={folder}: starts with ~, which the shell does not expand after = and "
+                                    f"TFDS takes literally; write {instead}")
+        if pathlib.Path(folder).is_file():
+            raise errors.BuildError(f"{flag}={folder}: a file, not a folder; pass the folder holding it "
+                                    f"({flag}={pathlib.Path(folder).absolute().parent})")
+
+
+@contextlib.contextmanager
+def _finished_first_elsewhere(builder: Builder):
+    """Two builds of one config into one data_dir at once each build in their own incomplete.* folder; the
+    one that ends second cannot rename its folder onto the first one's dataset (TFDS' FileExistsError, a
+    traceback): one line saying the dataset is there and complete."""
     try:
-        splits.check_scheme(config.split_scheme, config.fractions)
-    except (ValueError, TypeError) as exc:
-        raise errors.BuildError(f"--config={config.name}: {exc}; fix the fields split_scheme and fractions") from None
+        yield
+    except FileExistsError:
+        if not (pathlib.Path(builder.data_dir) / "dataset_info.json").exists():
+            raise
+        raise errors.BuildError(
+            f"{builder.data_dir}: another build of rare_species/{builder.builder_config.name} finished there while "
+            "this one ran; that dataset is complete and kept, this copy was dropped; run one build per config "
+            "and data_dir at a time") from None
+
+
+@contextlib.contextmanager
+def _disk_full_as_build_error(data_dir):
+    """A full disk (or quota) while the build writes is the machine's state, not a bug: one line naming where."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise errors.BuildError(f"{exc.filename or data_dir}: no space left on the disk; free space there, or "
+                                "build into a --data_dir on a disk with room") from None
+    except Exception as exc:  # TensorFlow's file writers carry the OS error's words, not its errno
+        if os.strerror(errno.ENOSPC) not in str(exc):
+            raise
+        raise errors.BuildError(f"{data_dir}: no space left on the disk while writing the dataset; free space "
+                                "there, or build into a --data_dir on a disk with room") from None
 
 
 def _manual_dir(dl_manager: tfds.download.DownloadManager) -> pathlib.Path:
     """--manual_dir; TFDS' own refusal of a missing or empty one is an AssertionError with the instructions
-    over several lines, so it becomes a one-line error naming the flag."""
+    over several lines, so it becomes a one-line error naming the flag (a file there was refused before)."""
     try:
         return pathlib.Path(dl_manager.manual_dir)
     except AssertionError:
@@ -330,17 +420,45 @@ def _manual_dir(dl_manager: tfds.download.DownloadManager) -> pathlib.Path:
 
 
 def _locate(dl_manager: tfds.download.DownloadManager, manual_dir: pathlib.Path) -> tuple[pathlib.Path, str]:
-    """The download root and layout inside manual_dir, extracting a zip there when that is what it holds."""
-    found = catalog.find_root(manual_dir)
-    if found is None:
-        archives = sorted(manual_dir.glob("*.zip"))
-        if archives:
-            found = catalog.find_root(dl_manager.extract(archives[0]))
-    if found is None:
+    """The download root and layout inside manual_dir, extracting a zip there when that is what it holds. Two
+    downloads there (two metadata files, two zips, or a folder and a zip) are refused, naming them: the build
+    would otherwise pick one without a word."""
+    roots = catalog.find_roots(manual_dir)
+    archives = sorted(manual_dir.glob("*.zip"))
+    _refuse_several([str(root.relative_to(manual_dir) / _metadata_name(layout)) for root, layout in roots]
+                    + [archive.name for archive in archives], manual_dir)
+    if archives:
+        extracted = pathlib.Path(dl_manager.extract(archives[0]))
+        roots = catalog.find_roots(extracted)
+        _refuse_several([f"{archives[0].name}: {root.relative_to(extracted) / _metadata_name(layout)}"
+                         for root, layout in roots], manual_dir)
+    if not roots:
         raise catalog.MetadataError(
             f"{manual_dir}: no {catalog.COURSE_METADATA} or {catalog.IMAGEOMICS_METADATA} found (nor a zip "
             "holding one); point --manual_dir at the Rare Species download")
-    return found
+    return roots[0]
+
+
+def _metadata_name(layout: str) -> str:
+    return catalog.COURSE_METADATA if layout == "course" else catalog.IMAGEOMICS_METADATA
+
+
+def _refuse_several(downloads: list[str], manual_dir: pathlib.Path) -> None:
+    if len(downloads) > 1:
+        shown = ", ".join(downloads[:3]) + (f" and {len(downloads) - 3} more" if len(downloads) > 3 else "")
+        raise errors.BuildError(f"--manual_dir={manual_dir}: holds {len(downloads)} downloads ({shown}); move all "
+                                "but one out, or point --manual_dir at the folder of the one to build")
+
+
+def _mark_missing(table: pd.DataFrame) -> None:
+    """Rows without a file to read: none of that name (no_file), or several and none at the metadata's path
+    (ambiguous_name: the build does not pick one; the report lists them)."""
+    pending = table["status"] == ""
+    table.loc[pending & (table["found"] == "ambiguous"), ["status", "reason", "detail"]] = [
+        "missing", "ambiguous_name", ("several files carry this name and none is at the metadata's path; move "
+                                      "the right one there (build_report.json lists them under "
+                                      "same_name_file_names)")]
+    table.loc[(table["status"] == "") & table["path"].isna(), ["status", "reason"]] = ["missing", "no_file"]
 
 
 def _skip_links_out(table: pd.DataFrame, download_dirs: tuple[pathlib.Path, ...]) -> None:
@@ -455,6 +573,8 @@ def _make_report(download: catalog.Download, table: pd.DataFrame, groups: list[i
         metadata_path=str(download.metadata_path), layout=download.layout,
         rows=table[list(report.ROW_COLUMNS)].reset_index(drop=True),
         unnamed_files=download.unnamed_files,
+        same_name_files=download.same_name_files,
+        found_elsewhere=download.found_elsewhere,
         unmatched_exclusions=unmatched,
         species_fallback_families=fallback,
         duplicate_groups=int((group_sizes > 1).sum()),
