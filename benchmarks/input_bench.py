@@ -31,7 +31,6 @@ import dataclasses
 import gc
 import os
 import pathlib
-import time
 
 import keras
 import tensorflow as tf
@@ -87,18 +86,6 @@ def inception_steps(batch_size: int):
         yield model.train_on_batch(images, labels)
 
 
-def time_batches(batches, warmup: int, timed: int, batch_size: int, total: list) -> None:
-    """Adds the wall and CPU seconds and the images of `timed` batches, after `warmup` untimed ones, to total."""
-    for _ in range(warmup):
-        next(batches)
-    start, cpu = time.perf_counter(), table.cpu_seconds()
-    for _ in range(timed):
-        next(batches)
-    total[0] += time.perf_counter() - start
-    total[1] += table.cpu_seconds() - cpu
-    total[2] += timed * batch_size
-
-
 def main(argv):
     del argv
     download, data_dir = replica_data.prepare(pathlib.Path(_WORK_DIR.value), _NUM_IMAGES.value,
@@ -125,12 +112,12 @@ def main(argv):
             # while the others are timed, and then serve batches made outside its own timing.
             iterator = iter(dataset)
             if name == "a":
-                time_batches(iterator, 0, epoch, cfg.batch_size, totals["a_epoch1"])
+                table.time_batches(iterator, 0, epoch, cfg.batch_size, totals["a_epoch1"])
             warmup = _WARMUP.value + (epoch if name == "a_dev" else 0)  # past the epoch that fills the cache
-            time_batches(iterator, warmup, _BATCHES.value, cfg.batch_size, totals[name])
+            table.time_batches(iterator, warmup, _BATCHES.value, cfg.batch_size, totals[name])
             del iterator
             gc.collect()
-        time_batches(model_steps, MODEL_WARMUP if round_ == 0 else 0, _TRAIN_STEPS.value, cfg.batch_size,
+        table.time_batches(model_steps, MODEL_WARMUP if round_ == 0 else 0, _TRAIN_STEPS.value, cfg.batch_size,
                      totals["c"])
     print(f"\n{replica_data.describe(download)}; batch {cfg.batch_size}, {SIZE} px, augment={cfg.augment}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")

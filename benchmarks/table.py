@@ -1,6 +1,8 @@
-"""The one table format every benchmark prints: a Markdown table, first column left-aligned, others right."""
+"""What every benchmark shares: the one table format (Markdown, first column left-aligned, others right) and
+the timing of batches in wall and CPU seconds."""
 
 import resource
+import time
 
 
 def markdown(rows: list[tuple[str, ...]]) -> str:
@@ -19,3 +21,15 @@ def cpu_seconds() -> float:
     """CPU time (user + system) of this process and of its finished child processes so far."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def time_batches(batches, warmup: int, timed: int, batch_size: int, total: list) -> None:
+    """Adds the wall and CPU seconds and the images of `timed` batches, after `warmup` untimed ones, to total."""
+    for _ in range(warmup):
+        next(batches)
+    start, cpu = time.perf_counter(), cpu_seconds()
+    for _ in range(timed):
+        next(batches)
+    total[0] += time.perf_counter() - start
+    total[1] += cpu_seconds() - cpu
+    total[2] += timed * batch_size

@@ -1,5 +1,6 @@
 """The order the doctor's checks run in, each result yielded as soon as it is known (the parity check takes
-a while): the libraries, the devices, the data and weights, the run directory, the services, then parity.
+a while): the libraries, the devices, the data and weights, the run directory, the services, then parity and
+throughput (whether the input feeds the steps).
 
 The CPU is split first (--cpu_devices), as train.run does, before anything starts TensorFlow's runtime.
 """
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import tensorflow as tf
 
-from trainer.preflight import cluster, data, devices, model_dir, parity, tuner_storage, versions, weights
+from trainer.preflight import cluster, data, devices, model_dir, parity, throughput, tuner_storage, versions, weights
 from trainer.preflight.report import FAIL, OK, Result, fail, first_line, guarded, warn
 from trainer.preflight.settings import DoctorSettings
 from trainer.training import distribute
@@ -37,16 +38,31 @@ def _parity(config: Config, settings: DoctorSettings, strategy: tf.distribute.St
                    start_from)
 
 
+def _throughput(config: Config, settings: DoctorSettings, strategy: tf.distribute.Strategy | None,
+                devices_result: Result, dataset_result: Result) -> Result:
+    """Runs when the strategy exists and the dataset is built; the model starts from random weights (its speed
+    does not depend on them)."""
+    if settings.skip_throughput:
+        return warn("throughput", "not run (--skip_throughput): whether the input feeds the steps is unchecked")
+    blocked = [result.check for result in (devices_result, dataset_result) if result.status == FAIL]
+    if strategy is None or blocked:
+        return warn("throughput", f"not run: fix the {' and '.join(blocked)} FAIL above first")
+    return guarded("throughput", throughput.check, config, strategy,
+                   throughput.Budget(settings.throughput_seconds, settings.throughput_steps))
+
+
 def run_checks(config: Config, settings: DoctorSettings) -> Iterator[Result]:
     distribute.split_cpu(config.cpu_devices)
     yield guarded("versions", versions.check_libraries)
     yield guarded("cuda", versions.check_cuda)
     strategy, devices_result = _strategy(config)
     yield devices_result
-    yield guarded("dataset", data.check_dataset, config)
+    dataset_result = guarded("dataset", data.check_dataset, config)
+    yield dataset_result
     weights_result = guarded("weights", weights.check_weights, config)
     yield weights_result
     yield guarded("model_dir", model_dir.check, config)
     yield guarded("storage", tuner_storage.check, settings.storage)
     yield guarded("cluster", cluster.check, config)
     yield _parity(config, settings, strategy, devices_result, weights_result)
+    yield _throughput(config, settings, strategy, devices_result, dataset_result)

@@ -51,6 +51,7 @@ class PhaseRules:
     plateau_patience: int
     best_so_far: float | None
     first_step: int
+    input_wait: keras.callbacks.Callback | None = None  # input_wait.InputWait, writes its column before the CSV
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,7 @@ def phase_callbacks(files: RunFiles, rules: PhaseRules, hooks: RunHooks) -> list
     callbacks.append(keras.callbacks.EarlyStopping(monitor, mode="max", patience=rules.patience,
                                                    restore_best_weights=True, verbose=1))
     if scratch is None:
+        callbacks += [rules.input_wait] if rules.input_wait is not None else []
         callbacks.append(keras.callbacks.CSVLogger(str(files.csv_log(phase)), append=True))
         if TENSORBOARD_INSTALLED:
             callbacks.append(keras.callbacks.TensorBoard(str(files.tensorboard(phase))))
