@@ -16,8 +16,9 @@ Public API (everything the trainer needs; the modules hold one concern each):
   `strategy.distribute_datasets_from_function`; required for multi-worker, accepted by fit/evaluate.
 - `steps_per_epoch(cfg, split="train", num_replicas=1)` (datasets): global batches per epoch.
 - `num_workers(strategy)` (datasets): processes training together (the multi-worker cluster's size, else 1).
-- `model_front_layers(cfg)` (model_front): augmentation + `BackboneScaling` for the front of the model when
-  `cfg.augment_on_device`; empty otherwise.
+- `model_front_layers(cfg)` (model_front): augmentation + the backbone's scaling layer for the front of the
+  model when `cfg.augment_on_device`; empty otherwise. `BackboneScaling`: the scaling layer of model.keras
+  files written before 2026-12-06, registered so they still load.
 - `augmentation_layers(name, strength=1.0, seed=0)` (augmentation): the Keras layers of a named recipe.
 - `dataset_info(cfg) -> DatasetInfo` (reading): examples per split, each rank's names, the dataset's tree.
 - `label_counts(cfg, split="train", rank="")` (reading): examples per label id at a rank (cfg.label_rank by
@@ -27,7 +28,9 @@ Public API (everything the trainer needs; the modules hold one concern each):
 - `cached_features(model, weights_id, cfg, split, cache_dir) -> Features` (features): frozen-backbone
   embeddings cached on disk; `Features.dataset(batch_size)` feeds a head; `weights_id(weights, seed)` names
   the weights in the cache key (the one definition the trainer and the audit share).
-- `get_backbone(name)`, `BACKBONES` (backbones): the one per-backbone table.
+- `get_backbone(name)`, `BACKBONES` (backbones): the one per-backbone table; `Backbone.preprocess(images)`
+  scales 0..255 images in tf.data, `Backbone.scaling_layer()` is the same scaling as a standard
+  `keras.layers.Rescaling` for the front of a saved model.
 - `DatasetNotBuiltError` (reading): raised with the `tfds build` command to run.
 """
 

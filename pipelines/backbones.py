@@ -2,12 +2,14 @@
 
 Every other module (input pipelines, model builder, feature cache, tuner, predict) reads this table, so a
 backbone's input scale is written down exactly once. Each `preprocessing` entry reproduces
-`keras.applications.<module>.preprocess_input` (tests/pipelines/test_backbones.py checks it against Keras).
+`keras.applications.<module>.preprocess_input` (tests/pipelines/test_backbones.py checks it against Keras) as
+one affine Scaling, which a model carries as a plain `keras.layers.Rescaling`.
 """
 
 import dataclasses
 import os
 
+import keras
 import tensorflow as tf
 
 # ImageNet statistics used by the "torch" mode of keras.applications.imagenet_utils.
@@ -15,28 +17,32 @@ _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
 
 
-def _scale_minus_one_to_one(images):
-    return images / 127.5 - 1.0
+@dataclasses.dataclass(frozen=True)
+class Scaling:
+    """An input scaling `images * scale + offset` (per channel when tuples): every backbone's is affine, so the
+    saved model can do it with Keras' own Rescaling layer and load without this project."""
 
+    scale: float | tuple[float, ...]
+    offset: float | tuple[float, ...] = 0.0
 
-def _scale_torch(images):
-    return (images / 255.0 - tf.constant(_TORCH_MEAN)) / tf.constant(_TORCH_STD)
+    def __call__(self, images):
+        return tf.cast(images, tf.float32) * tf.constant(self.scale, tf.float32) + tf.constant(self.offset,
+                                                                                                 tf.float32)
 
-
-def _keep_0_255(images):
-    """EfficientNet and ConvNeXt rescale inside the model: they take raw 0..255 floats."""
-    return images
-
-
-def _scale_unit(images):
-    return images / 255.0
+    def layer(self, name: str = "scaling") -> keras.layers.Layer:
+        """The same arithmetic as a standard Keras layer (cast, multiply, add: the same float32 results; float32
+        under mixed precision too, as tf.data scales before the model casts)."""
+        return keras.layers.Rescaling(self.scale, self.offset, name=name, dtype="float32")
 
 
 PREPROCESSING = {
-    "minus_one_to_one": _scale_minus_one_to_one,
-    "torch": _scale_torch,
-    "raw_0_255": _keep_0_255,
-    "unit": _scale_unit,
+    "minus_one_to_one": Scaling(1 / 127.5, -1.0),
+    # (x / 255 - mean) / std, folded into one multiply and one add.
+    "torch": Scaling(tuple(1 / (255 * std) for std in _TORCH_STD),
+                     tuple(-mean / std for mean, std in zip(_TORCH_MEAN, _TORCH_STD))),
+    # EfficientNet and ConvNeXt rescale inside the model: they take raw 0..255 floats.
+    "raw_0_255": Scaling(1.0),
+    "unit": Scaling(1 / 255),
 }
 
 
@@ -64,7 +70,11 @@ class Backbone:
 
     def preprocess(self, images):
         """float32 0..255 images -> what the backbone expects."""
-        return PREPROCESSING[self.preprocessing](tf.cast(images, tf.float32))
+        return PREPROCESSING[self.preprocessing](images)
+
+    def scaling_layer(self) -> keras.layers.Layer:
+        """preprocess as a standard Keras layer: what a saved model scales its 0..255 inputs with."""
+        return PREPROCESSING[self.preprocessing].layer()
 
 
 _ROWS = [

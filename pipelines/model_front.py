@@ -2,7 +2,7 @@
 
 Then the datasets yield float32 0..255 images and the model itself augments (only while training: Keras'
 random layers pass inputs through at inference) and scales them for its backbone, in that order, exactly as
-the tf.data placement does.
+the tf.data placement does. The scaling is the backbone table's standard Keras layer (Backbone.scaling_layer).
 """
 
 import keras
@@ -13,7 +13,9 @@ from pipelines.config import InputConfig
 
 @keras.saving.register_keras_serializable(package="rare_species")
 class BackboneScaling(keras.layers.Layer):
-    """The backbone table's input scaling as a layer, so a saved model scales its own 0..255 inputs."""
+    """The backbone table's input scaling as a layer of this project: what model.keras files written before
+    2026-12-06 hold, kept so they still load (with this module imported). New models use the standard Keras
+    layer of Backbone.scaling_layer, which plain Keras loads."""
 
     def __init__(self, backbone: str, **kwargs):
         super().__init__(**kwargs)
@@ -32,4 +34,4 @@ def model_front_layers(cfg: InputConfig) -> list[keras.layers.Layer]:
     if not cfg.augment_on_device:
         return []
     return [*augmentation.augmentation_layers(cfg.augment, cfg.augment_strength, cfg.seed),
-            BackboneScaling(cfg.backbone)]
+            backbones.get_backbone(cfg.backbone).scaling_layer()]

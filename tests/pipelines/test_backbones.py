@@ -1,4 +1,5 @@
-"""The one backbone table: each input scaling equals Keras' own preprocess_input for that backbone."""
+"""The one backbone table: each input scaling equals Keras' own preprocess_input for that backbone, and its
+standard Keras layer (what a saved model scales with) equals it bit for bit."""
 
 import importlib
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines import backbones
+from pipelines.model_front import BackboneScaling
 
 KERAS_ROWS = [row for row in backbones.BACKBONES.values() if row.keras_module]
 
@@ -17,6 +19,34 @@ def test_preprocessing_equals_keras_preprocess_input(row):
     keras_module = importlib.import_module(f"keras.applications.{row.keras_module}")
     expected = keras_module.preprocess_input(images.copy())
     np.testing.assert_allclose(row.preprocess(images).numpy(), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("row", backbones.BACKBONES.values(), ids=lambda row: row.name)
+def test_scaling_layer_is_keras_rescaling_equal_to_the_table(row):
+    """Eager, inside a model under tf.function, and rebuilt from its config as load_model rebuilds it; the layer
+    of model.keras files before 2026-12-06 (BackboneScaling) agrees, so old and new files scale alike."""
+    pixels = np.random.default_rng(1).uniform(0, 255, (3, 9, 9, 3)).astype(np.float32)
+    expected = row.preprocess(pixels).numpy()
+    layer = row.scaling_layer()
+    assert type(layer) is keras.layers.Rescaling
+    images = keras.Input((9, 9, 3))
+    model = keras.Model(images, layer(images))
+    rebuilt = keras.layers.Rescaling.from_config(layer.get_config())
+    for scaled in (layer(pixels), model.predict(pixels, verbose=0), rebuilt(pixels), BackboneScaling(row.name)(pixels)):
+        np.testing.assert_array_equal(np.asarray(scaled), expected)
+
+
+def test_scaling_stays_float32_under_mixed_precision():
+    """tf.data scales in float32 before the model casts; the layer must not round the scaled pixels to float16."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = backbones.get_backbone("densenet121").scaling_layer()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    pixels = np.random.default_rng(2).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    scaled = layer(pixels)
+    assert scaled.dtype == "float32"
+    np.testing.assert_array_equal(np.asarray(scaled), backbones.get_backbone("densenet121").preprocess(pixels))
 
 
 @pytest.mark.parametrize("row", KERAS_ROWS, ids=lambda row: row.name)

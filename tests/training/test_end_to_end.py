@@ -1,4 +1,4 @@
-"""`trainer.training.train.run` end to end on the tiny generated dataset (a few learnable families, 16/2/2 images each)."""
+"""`train.run` end to end on the tiny generated dataset (a few learnable families, 16/2/2 images each)."""
 
 import dataclasses
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pipelines  # registers BackboneScaling, which model.keras names
+import pipelines  # registers the classes model.keras files written before 2026-12-06 name
 from tfds_rarespecies import labels
 from trainer.evaluation import evaluate
 from trainer.serving import trained_model

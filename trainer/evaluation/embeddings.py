@@ -28,7 +28,7 @@ def backbone_embedder(backbone: str, weights: str, size: int) -> keras.Model:
     or a .weights.h5 path), as trainer.main would start training from."""
     spec = pipelines.get_backbone(backbone)
     images = keras.Input((size, size, 3), name="image")
-    features = models.build_backbone(spec, size, weights)(pipelines.BackboneScaling(backbone)(images),
+    features = models.build_backbone(spec, size, weights)(spec.scaling_layer()(images),
                                                          training=False)
     return keras.Model(images, keras.layers.GlobalAveragePooling2D(name="pool")(features), name="embedder")
 

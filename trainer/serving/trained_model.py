@@ -1,11 +1,11 @@
 """A run's trained model in memory (TrainedModel: model.keras, its label names and its taxonomy) and the
 evaluation view every photo gets before it (center_square).
 
-load_trained reads a run's model.keras (float 0..255 images at the run's input size -> a softmax per head),
-labels.json, whose first head is the rank the model names (its label rank: family for runs before any rank
-could be trained, whose labels.json lists family then phylum), and taxonomy.tsv; a missing, damaged or unsafe
-file is one line. predict, evaluate (through predictors), the SavedModel (savedmodel.py) and the LiteRT
-export (litert_export.py) all start from it.
+load_trained reads a run's model.keras (float 0..255 images at the run's input size -> a softmax per head; only
+Keras' own layers, so plain `keras.saving.load_model` opens it too), labels.json, whose first head is the rank
+the model names (its label rank: family for runs before any rank could be trained, whose labels.json lists
+family then phylum), and taxonomy.tsv; a missing, damaged or unsafe file is one line. predict, evaluate
+(through predictors), the SavedModel (savedmodel.py) and the LiteRT export (litert_export.py) all start from it.
 """
 
 import dataclasses
@@ -19,11 +19,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import pipelines  # noqa: F401  (registers the layers model.keras names)
+# model.keras files written before 2026-12-06 name this project's classes: pipelines' BackboneScaling, and the
+# loss and metrics their head kept from phase 1 (objectives); importing the modules registers them.
+import pipelines  # noqa: F401
 from pipelines import images as pipeline_images
 from tfds_rarespecies import labels
 from trainer import cli
-from trainer.training import objectives  # noqa: F401  (registers the loss and metrics a head compiled alone keeps)
+from trainer.training import objectives  # noqa: F401
 from trainer.training.run_dir import RunFiles
 
 DEFAULT_TOP_K = 5

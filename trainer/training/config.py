@@ -7,6 +7,7 @@ config back as the flagfile that reproduces it.
 """
 
 import dataclasses
+import math
 import os
 
 from pipelines import augmentation, backbones, balancing
@@ -20,6 +21,9 @@ class ConfigError(cli.UserError):
 
 
 MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
+# --aux_loss_weight's default: benchmarks/taxonomy_bench.py's weight of the phylum, class and order heads, the
+# only weight with figures behind it (BUILD-notes.md, "hierarchical vs flat heads").
+AUX_LOSS_WEIGHT = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,104 +31,136 @@ class Config:
     """Everything one training run needs; `python -m trainer.main --helpfull` documents each field."""
 
     # Where data comes from and results go.
-    data_dir: str = field("~/tensorflow_datasets", "TFDS data_dir holding the built rare_species dataset.")
+    data_dir: str = field("~/tensorflow_datasets", "TFDS data_dir holding the built rare_species dataset.",
+                          group="data", path=True)
     dataset_config: str = field("", "rare_species builder config to read; empty = the backbone's (see "
-                                    "pipelines/backbones.py).")
-    train_split: str = field("train", "TFDS split to train on (e.g. train+validation for the 90/10 protocol).")
-    validation_split: str = field("validation", "TFDS split for model selection and early stopping.")
-    test_split: str = field("test", "TFDS split the best checkpoint is evaluated on at the end.")
+                                    "pipelines/backbones.py).", group="data")
+    train_split: str = field("train", "TFDS split to train on (e.g. train+validation for the 90/10 protocol).",
+                             group="data")
+    validation_split: str = field("validation", "TFDS split for model selection and early stopping.", group="data")
+    test_split: str = field("test", "TFDS split the best checkpoint is evaluated on once, at the end: the run's "
+                                    "final test; empty = none (the tuner's trials never read test).", group="data")
     model_dir: str = field("", "Run directory: flags.txt, checkpoints, logs, metrics.json, model.keras. "
-                               "Rerunning the same command in it resumes an interrupted run.")
+                               "Rerunning the same command in it resumes an interrupted run.",
+                           group="outputs", path=True)
 
     # The network.
     backbone: str = field("inceptionv3", "Backbone from pipelines/backbones.py.",
-                           tuple(sorted(backbones.BACKBONES)))
-    image_size: int = field(0, "Side of the square model input in pixels; 0 = the backbone's native size.", lower=0)
+                           tuple(sorted(backbones.BACKBONES)), group="model")
+    image_size: int = field(0, "Side of the square model input in pixels; 0 = the backbone's native size.", lower=0,
+                            group="model")
     weights: str = field("imagenet", "Backbone weights: imagenet (Keras download cache), none (random init), or "
-                                     "the path of a .h5/.weights.h5 file of the same backbone without top.")
-    pool_dropout: float = field(0.5, "Dropout rate after global average pooling.", lower=0, upper=0.99)
-    dense_units: int = field(256, "Units of the head's hidden Dense (ReLU) layer; 0 = no hidden layer.", lower=0)
-    l2: float = field(1e-3, "L2 penalty on the head's hidden Dense kernel.", lower=0)
-    dense_dropout: float = field(0.3, "Dropout rate after the head's hidden Dense layer.", lower=0, upper=0.99)
+                                     "the path of a .h5/.weights.h5 file of the same backbone without top.",
+                         group="model", path=True)
+    pool_dropout: float = field(0.5, "Dropout rate after global average pooling.", lower=0, upper=0.99, group="model")
+    dense_units: int = field(256, "Units of the head's hidden Dense (ReLU) layer; 0 = no hidden layer.", lower=0,
+                             group="model")
+    l2: float = field(1e-3, "L2 penalty on the head's hidden Dense kernel.", lower=0, group="model")
+    dense_dropout: float = field(0.3, "Dropout rate after the head's hidden Dense layer.", lower=0, upper=0.99,
+                                 group="model")
     label_rank: str = field("family", "The rank the model names: its softmax picks the best checkpoint, and "
-                                      "class weights, balanced sampling and oversampling count its labels.", RANKS)
+                                      "class weights, balanced sampling and oversampling count its labels.", RANKS,
+                            group="model")
     heads: tuple[str, ...] = field((), "Ranks with a softmax each on the shared embedding, --label_rank among "
-                                       "them (e.g. phylum,family); empty = --label_rank alone.")
-    aux_loss_weight: float = field(0.0, "Loss weight of each head other than --label_rank's (which weighs 1); "
-                                        "> 0 exactly when --heads lists other ranks.", lower=0)
+                                       "them (e.g. phylum,family); empty = --label_rank alone.", group="model")
+    aux_loss_weight: float = field(AUX_LOSS_WEIGHT, "Loss weight of each head --heads lists besides "
+                                   "--label_rank's (which weighs 1). The default is the weight the "
+                                   "hierarchical heads were benchmarked with (BUILD-notes.md: fewer severe "
+                                   "mistakes at no loss of macro-F1); 0 with other heads is refused (they would "
+                                   "learn nothing); unused without other heads.", lower=0, group="model")
     augment: str = field("none", "Training augmentation recipe (pipelines/augmentation.py).",
-                          tuple(augmentation.RECIPES))
-    augment_strength: float = field(1.0, "Scales every augmentation magnitude (1 = the recipe as named).", lower=0)
+                          tuple(augmentation.RECIPES), group="augmentation")
+    augment_strength: float = field(1.0, "Scales every augmentation magnitude (1 = the recipe as named).", lower=0,
+                                    group="augmentation")
     augment_on_device: bool = field(False, "Run the augmentation as Keras layers at the front of the model "
                                            "(on the accelerator) instead of in tf.data on the CPU (OpenCV, "
-                                           "pipelines/cpu_augmentation.py; same transforms).")
-    mixup_alpha: float = field(0.0, "MixUp Beta(alpha, alpha) (0 = off); always in tf.data.", lower=0)
-    cutmix_alpha: float = field(0.0, "CutMix Beta(alpha, alpha) (0 = off); always in tf.data.", lower=0)
+                                           "pipelines/cpu_augmentation.py; same transforms).", group="augmentation")
+    mixup_alpha: float = field(0.0, "MixUp Beta(alpha, alpha) (0 = off); always in tf.data.", lower=0,
+                               group="augmentation")
+    cutmix_alpha: float = field(0.0, "CutMix Beta(alpha, alpha) (0 = off); always in tf.data.", lower=0,
+                                group="augmentation")
 
     # The two phases (then the optional oversampling phase).
-    phase1_epochs: int = field(10, "Epochs training the head with the backbone frozen; 0 skips the phase.", lower=0)
-    phase1_learning_rate: float = field(1e-3, "Peak learning rate of phase 1 at --reference_batch_size.", lower=0)
+    phase1_epochs: int = field(10, "Epochs training the head with the backbone frozen; 0 skips the phase.", lower=0,
+                               group="phases")
+    phase1_learning_rate: float = field(1e-3, "Peak learning rate of phase 1 at --reference_batch_size.", lower=0,
+                                        group="phases")
     phase1_cached_features: bool = field(False, "Train phase 1 on cached backbone embeddings (seconds per "
-                                                "epoch); needs --augment=none.")
+                                                "epoch); needs --augment=none.", group="phases")
     feature_cache_dir: str = field("", "Where cached embeddings live (shared across runs and trials); empty = "
-                                       "<model_dir>/features.")
-    phase2_epochs: int = field(20, "Epochs fine-tuning the last --unfreeze_layers backbone layers; 0 skips.", lower=0)
-    phase2_learning_rate: float = field(3e-5, "Peak learning rate of phase 2 at --reference_batch_size.", lower=0)
+                                       "<model_dir>/features.", group="phases", path=True)
+    phase2_epochs: int = field(20, "Epochs fine-tuning the last --unfreeze_layers backbone layers; 0 skips.", lower=0,
+                               group="phases")
+    phase2_learning_rate: float = field(3e-5, "Peak learning rate of phase 2 at --reference_batch_size.", lower=0,
+                                        group="phases")
     unfreeze_layers: int = field(40, "Backbone layers (counted from the top) trained in phase 2, "
                                      "BatchNormalization excepted when the backbone is pretrained; -1 = all.",
-                                 lower=-1)
+                                 lower=-1, group="phases")
     oversample_f1_threshold: float = field(0.0, "After phase 2, oversample the families whose validation F1 "
-                                                "is below this and train --oversample_epochs more; 0 = off.", lower=0)
-    oversample_epochs: int = field(0, "Epochs of the oversampling phase (at the phase-2 learning rate).", lower=0)
+                                                "is below this and train --oversample_epochs more; 0 = off.", lower=0,
+                                           group="phases")
+    oversample_epochs: int = field(0, "Epochs of the oversampling phase (at the phase-2 learning rate).", lower=0,
+                                   group="phases")
     oversample_extra_views: int = field(2, "Extra copies per epoch of each image of an under-threshold family.",
-                                        lower=0)
+                                        lower=0, group="phases")
     lr_schedule: str = field("cosine", "cosine: linear warmup then cosine decay per phase; constant: the peak "
-                                       "rate, reduced on validation plateaus.", ("cosine", "constant"))
-    warmup_epochs: float = field(1.0, "Linear warmup length of each phase, in epochs (cosine schedule).", lower=0)
+                                       "rate, reduced on validation plateaus.", ("cosine", "constant"),
+                             group="optimisation")
+    warmup_epochs: float = field(1.0, "Linear warmup length of each phase, in epochs (cosine schedule).", lower=0,
+                                 group="optimisation")
     final_learning_rate_fraction: float = field(0.01, "Cosine decay ends at this fraction of the peak rate.",
-                                                lower=0, upper=1)
-    optimizer: str = field("adam", "Optimizer.", ("adam", "adamw", "sgd"))
-    momentum: float = field(0.9, "SGD momentum.", lower=0, upper=1)
-    weight_decay: float = field(1e-4, "AdamW decoupled weight decay.", lower=0)
-    label_smoothing: float = field(0.1, "Label smoothing of the cross-entropy losses.", lower=0, upper=0.99)
+                                                lower=0, upper=1, group="optimisation")
+    optimizer: str = field("adam", "Optimizer.", ("adam", "adamw", "sgd"), group="optimisation")
+    momentum: float = field(0.9, "SGD momentum.", lower=0, upper=1, group="optimisation")
+    weight_decay: float = field(1e-4, "AdamW decoupled weight decay.", lower=0, group="optimisation")
+    label_smoothing: float = field(0.1, "Label smoothing of the cross-entropy losses.", lower=0, upper=0.99,
+                                   group="optimisation")
     soft_labels_beta: float = field(0.0, "Hierarchy-aware soft labels (Bertinetto et al., CVPR 2020): each head's "
                                          "target is exp(-beta * LCA height to the truth), normalised, so near "
-                                         "misses cost less; smaller is softer (e.g. 4); 0 = one-hot.", lower=0)
+                                         "misses cost less; smaller is softer (e.g. 4); 0 = one-hot.", lower=0,
+                                    group="optimisation")
     early_stopping_patience: int = field(5, "Epochs without a better validation macro-F1 before a phase stops.",
-                                         lower=1)
+                                         lower=1, group="phases")
     plateau_patience: int = field(2, "Epochs without improvement before ReduceLROnPlateau halves a constant "
-                                     "learning rate.", lower=1)
-    steps_per_epoch: int = field(0, "Training steps per epoch; 0 = one pass over the training split.", lower=0)
+                                     "learning rate.", lower=1, group="optimisation")
+    steps_per_epoch: int = field(0, "Training steps per epoch; 0 = one pass over the training split.", lower=0,
+                                 group="phases")
 
     # Imbalance (29..300 images per family).
     class_weights: str = field("balanced", "Loss weight per family from the training counts "
                                            "(pipelines/balancing.py).",
-                                ("none", *balancing.SCHEMES))
-    class_weight_beta: float = field(0.999, "Beta of --class_weights=effective_number.", lower=0, upper=0.999999)
+                                ("none", *balancing.SCHEMES), group="imbalance")
+    class_weight_beta: float = field(0.999, "Beta of --class_weights=effective_number.", lower=0, upper=0.999999,
+                                     group="imbalance")
     sampling_temperature: float = field(1.0, "Class-balanced sampling: draw family f with probability "
-                                             "~ count_f ** T; 1 = natural frequencies, 0 = uniform.", lower=0, upper=1)
+                                             "~ count_f ** T; 1 = natural frequencies, 0 = uniform.", lower=0, upper=1,
+                                        group="imbalance")
 
     # Hardware.
     strategy: str = field("auto", "auto: multi_worker when TF_CONFIG is set, mirrored over >1 GPU, else "
-                                  "one_device.", ("auto", "one_device", "mirrored", "multi_worker"))
+                                  "one_device.", ("auto", "one_device", "mirrored", "multi_worker"),
+                          group="distribution")
     cpu_devices: int = field(0, "Split the CPU into this many logical devices (tests mirrored training "
                                 "without GPUs; set TF_ENABLE_ONEDNN_OPTS=0, as oneDNN's BatchNormalization fails "
                                 "on the empty replica batch an uneven evaluation ends with); 0 = leave it whole.",
-                             lower=0)
-    batch_size: int = field(32, "Batch size per replica; the global batch is this times the replicas.", lower=1)
+                             lower=0, group="distribution")
+    batch_size: int = field(32, "Batch size per replica; the global batch is this times the replicas.", lower=1,
+                            group="distribution")
     train_cache_gib: float = field(8.0, "Keep the decoded stored training images in memory when this process's "
                                         "share of them fits in this many GiB (~5 for inception_342): epochs after "
                                         "the first skip JPEG decoding; crops and augmentation stay random. 0 = "
                                         "decode every step (e.g. several trials per machine short of memory).",
-                                   lower=0)
+                                   lower=0, group="distribution")
     lr_scaling: str = field("none", "Scale learning rates with the global batch relative to "
-                                    "--reference_batch_size.", ("none", "linear", "sqrt"))
-    reference_batch_size: int = field(32, "Global batch size the learning rates are given for.", lower=1)
+                                    "--reference_batch_size.", ("none", "linear", "sqrt"), group="optimisation")
+    reference_batch_size: int = field(32, "Global batch size the learning rates are given for.", lower=1,
+                                      group="optimisation")
     mixed_precision: str = field("none", "Keras mixed-precision policy; outputs stay float32.",
-                                  MIXED_PRECISION_POLICIES)
-    jit_compile: bool = field(False, "Compile training and evaluation steps with XLA.")
-    seed: int = field(0, "Seed of weights, dropout, shuffling and augmentation.")
-    deterministic: bool = field(False, "Deterministic TensorFlow ops (slower; for reproducibility tests).")
+                                  MIXED_PRECISION_POLICIES, group="distribution")
+    jit_compile: bool = field(False, "Compile training and evaluation steps with XLA.", group="distribution")
+    seed: int = field(0, "Seed of weights, dropout, shuffling and augmentation.", group="reproducibility")
+    deterministic: bool = field(False, "Deterministic TensorFlow ops (slower; for reproducibility tests).",
+                                group="reproducibility")
 
     @property
     def head_ranks(self) -> tuple[str, ...]:
@@ -150,7 +186,11 @@ class Config:
 
 
 def flagfile_text(config: Config) -> str:
-    """The flagfile that reproduces config (model_dir/flags.txt): every field, defaults included."""
+    """The flagfile that reproduces config (model_dir/flags.txt): every field, defaults included. A run with
+    one head records --aux_loss_weight=0.0, the weight it trains with (no other head to weigh), as runs did
+    before the default became AUX_LOSS_WEIGHT: so their flags.txt still names the same run and they resume."""
+    if len(config.head_ranks) == 1:
+        config = dataclasses.replace(config, aux_loss_weight=0.0)
     return cli.flagfile_text(config)
 
 
@@ -201,11 +241,17 @@ def _check_ranks(config: Config) -> None:
         raise ConfigError(f"--heads={heads}: {', '.join(unknown)} is no rank; ranks are {','.join(RANKS)}")
     if config.heads and config.label_rank not in config.heads:
         raise ConfigError(f"--heads={heads} leaves out --label_rank={config.label_rank}: add it to --heads")
-    others = set(config.heads) - {config.label_rank}
-    if bool(others) != (config.aux_loss_weight > 0):
+    others = [rank for rank in dict.fromkeys(config.heads) if rank != config.label_rank]
+    if others and not 0 < config.aux_loss_weight < math.inf:
+        raise ConfigError(f"--aux_loss_weight={config.aux_loss_weight} with --heads={heads}: the weight of the "
+                          f"{', '.join(others)} head{'s' if len(others) > 1 else ''} must be finite and above 0 (at "
+                          f"0 a head learns nothing); leave --aux_loss_weight at its default {AUX_LOSS_WEIGHT} or "
+                          f"give another, or list only --heads={config.label_rank}")
+    if not others and config.aux_loss_weight not in (0, AUX_LOSS_WEIGHT):
+        example = ",".join(RANKS[:2] if config.label_rank == RANKS[0] else (RANKS[0], config.label_rank))
         raise ConfigError(f"--aux_loss_weight={config.aux_loss_weight} with --heads={heads}: give other ranks a "
-                          f"weight above 0 (e.g. --heads=phylum,{config.label_rank} --aux_loss_weight=0.3), "
-                          "or list none and leave it 0")
+                          f"weight above 0 by listing them with --label_rank (e.g. --heads={example}), or leave "
+                          f"--aux_loss_weight at its default")
     if config.label_rank == "species" and "species_disjoint" in config.dataset:
         raise ConfigError(f"--label_rank=species with --dataset_config={config.dataset}: no validation or test "
                           "species is ever seen in training there; train species on a stratified config (e.g. "

@@ -1,10 +1,11 @@
 """The classifier: [front layers] -> backbone -> global average pooling -> head, all sharing layer objects.
 
 Parts are models of their own so each phase handles the piece it needs: the head (pooled embedding ->
-{rank: softmax} for each head rank) trains alone on cached embeddings in phase 1 and inside the full
-model in phase 2; the embedder (scaled images -> embedding) fills the feature cache; the serving model takes
-float 0..255 images and scales them itself (pipelines' BackboneScaling), so a saved model.keras needs no
-outside preprocessing; import pipelines before `keras.saving.load_model` to register that layer.
+{rank: softmax} for each head rank) trains alone on cached embeddings in phase 1 (through head_trainer, a
+wrapper, so the head inside the serving model is never compiled) and inside the full model in phase 2; the
+embedder (scaled images -> embedding) fills the feature cache; the serving model takes float 0..255 images and
+scales them itself with the backbone's standard Keras Rescaling layer, so the saved model.keras holds only
+Keras' own layers and no training state: plain `keras.saving.load_model` opens it without this project.
 """
 
 import dataclasses
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import keras
 
-from pipelines import BackboneScaling, backbones
+from pipelines import backbones
 from trainer.training.config import Config
 
 
@@ -26,7 +27,9 @@ class Classifier:
         front layers when augmenting on device) -> outputs dict.
       serving: float 0..255 images -> outputs dict, without augmentation; saved as model.keras.
       embedder: scaled images -> pooled backbone embedding; feeds the feature cache.
-      head: pooled embedding -> outputs dict; trained alone in a cached phase 1.
+      head: pooled embedding -> outputs dict.
+      head_trainer: the head wrapped in a model of its own, which a cached phase 1 compiles and fits: compiling
+        the head itself would save its loss and metrics (this project's classes) inside model.keras.
       backbone: the convolutional base, frozen or partly unfrozen by `set_trainable_backbone`.
     """
 
@@ -34,6 +37,7 @@ class Classifier:
     serving: keras.Model
     embedder: keras.Model
     head: keras.Model
+    head_trainer: keras.Model
     backbone: keras.Model
 
 
@@ -58,9 +62,12 @@ def build_classifier(config: Config, front_layers: Sequence[keras.layers.Layer],
             x = layer(x)
         return keras.Model(images, head(embedder(x)), name=name)
 
+    embedding = keras.Input((backbone.output_shape[-1],), name="embedding")
     return Classifier(model=classifier(front_layers, f"{spec.name}_classifier"),
-                      serving=classifier([BackboneScaling(spec.name)], f"{spec.name}_{config.label_rank}_classifier"),
-                      embedder=embedder, head=head, backbone=backbone)
+                      serving=classifier([spec.scaling_layer()], f"{spec.name}_{config.label_rank}_classifier"),
+                      embedder=embedder, head=head, head_trainer=keras.Model(embedding, head(embedding),
+                                                                             name="head_trainer"),
+                      backbone=backbone)
 
 
 def build_backbone(spec: backbones.Backbone, size: int, weights: str) -> keras.Model:
