@@ -4,7 +4,7 @@ r"""Audits a built dataset from the command line (README, "5. Audit the images")
         --weights=imagenet --out=audit/
 
 Flags -> AuditConfig -> trainer.auditing.run.run. Any mistake in the flags or the data ends in one line on stderr
-and exit status 2; `--helpfull` documents every flag.
+and exit status 2; `--help` lists the flags by topic.
 """
 
 from trainer import cli

@@ -8,15 +8,23 @@ importing a library module defines none. `parse` reads any argument list (a save
 through a private FlagValues, so it never touches absl's global FLAGS either.
 
 Numeric bounds are absl's own validators, so `--phase1_epochs=-1` fails while the flags are parsed.
+
+`--help` prints the command's own flags grouped by topic (each field's `group`), with defaults and ranges, and
+exits 0; absl's `--helpfull` lists every flag, the libraries' (absl, TensorFlow) too. A field marked `path`
+has a leading `~` expanded where flags become settings (the shell does not expand it after `=`), so no module
+needs its own expanduser for a flag's value.
 """
 
 import contextlib
 import dataclasses
+import math
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
@@ -58,27 +66,53 @@ def native_lines_dropped(pattern: re.Pattern):
     """File descriptor 2 captured while the block runs (native libraries write there, past sys.stderr); every
     line is passed on afterwards but those `pattern` matches."""
     sys.stderr.flush()
-    saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
         try:
-            yield
+            with _descriptor_to(2, captured.fileno()):
+                yield
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
             captured.seek(0)
             lines = captured.read().decode(errors="replace").splitlines(keepends=True)
             sys.stderr.write("".join(line for line in lines if not pattern.match(line)))
 
 
+@contextlib.contextmanager
+def output_to(path):
+    """Everything the block prints appended to the file at path: Python's stdout and stderr (Keras' progress,
+    tracebacks) and file descriptors 1 and 2 (TensorFlow's native lines, child processes)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(path, "a", buffering=1) as log, _descriptor_to(1, log.fileno()), _descriptor_to(2, log.fileno()), \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            yield
+        finally:
+            log.flush()
+
+
+@contextlib.contextmanager
+def _descriptor_to(descriptor: int, target: int):
+    """File descriptor `descriptor` writes to `target` while the block runs, then where it wrote before."""
+    saved = os.dup(descriptor)
+    os.dup2(target, descriptor)
+    try:
+        yield
+    finally:
+        os.dup2(saved, descriptor)
+        os.close(saved)
+
+
 def field(default, help_text: str, choices: Sequence[str] | None = None, lower: float | None = None,
-          upper: float | None = None, flag_name: str | None = None):
+          upper: float | None = None, flag_name: str | None = None, group: str = "", path: bool = False):
     """A dataclass field that is also a flag: its help, its choices or its numeric bounds (inclusive).
 
-    flag_name: the flag's name when it differs from the field's (e.g. the audit's --config)."""
+    flag_name: the flag's name when it differs from the field's (e.g. the audit's --config).
+    group: the topic `--help` lists it under (e.g. data, model, outputs); every field names one.
+    path: a file or folder (or a value such as imagenet or a database URL beside one): a leading ~ is expanded.
+    """
     return dataclasses.field(default=default, metadata={
         "help": help_text, "choices": tuple(choices) if choices else None, "lower": lower, "upper": upper,
-        "flag": flag_name})
+        "flag": flag_name, "group": group, "path": path})
 
 
 def flag_name(item: dataclasses.Field) -> str:
@@ -105,6 +139,8 @@ def define_flags(flag_values: flags.FlagValues, *settings_types) -> None:
             elif item.type in (float, "float"):
                 flags.DEFINE_float(name, item.default, meta["help"], lower_bound=meta["lower"],
                                    upper_bound=meta["upper"], flag_values=flag_values)
+                flags.register_validator(name, math.isfinite, "must be a finite number (not nan or inf)",
+                                         flag_values=flag_values)
             elif item.type in (tuple[str, ...], "tuple[str, ...]"):
                 flags.DEFINE_list(name, list(item.default), meta["help"], flag_values=flag_values)
             else:
@@ -116,8 +152,33 @@ def from_flags(flag_values: flags.FlagValues, settings_type):
     values = {}
     for item in _flag_fields(settings_type):
         value = flag_values[flag_name(item)].value
+        if item.metadata.get("path") and isinstance(value, str):
+            value = os.path.expanduser(value)
         values[item.name] = tuple(value) if isinstance(value, list) else value
     return settings_type(**values)
+
+
+# What check_fields accepts for each field type: a bool is True/False only, an int is not a bool, a float may be
+# an int, a string (a path too) is a str, a list flag is a tuple of str.
+_FIELD_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "tuple[str, ...]": tuple}
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string",
+               tuple: "a list of strings"}
+
+
+def _type_name(annotation) -> str:
+    if isinstance(annotation, str):
+        return annotation
+    return "tuple[str, ...]" if annotation == tuple[str, ...] else getattr(annotation, "__name__", "")
+
+
+def _is_a(value, expected: type) -> bool:
+    if expected is tuple:
+        return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+    if expected in (int, float) and isinstance(value, bool):
+        return False
+    if expected is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, expected)
 
 
 def check_fields(settings, error: type[UserError] = UserError) -> None:
@@ -125,6 +186,9 @@ def check_fields(settings, error: type[UserError] = UserError) -> None:
     which no flag parser saw; raises `error` naming the first flag out of range."""
     for item in _flag_fields(type(settings)):
         meta, value, name = item.metadata, getattr(settings, item.name), flag_name(item)
+        expected = _FIELD_TYPES.get(_type_name(item.type))
+        if expected and not _is_a(value, expected):
+            raise error(f"--{name}={value!r}: not {_TYPE_WORDS[expected]}; give {_TYPE_WORDS[expected]}")
         if meta["choices"] and value not in meta["choices"]:
             raise error(f"--{name}={value}: choose one of {', '.join(meta['choices'])}")
         if meta["lower"] is not None and value < meta["lower"]:
@@ -154,9 +218,73 @@ def flagfile_text(*settings) -> str:
                 lines.append(f"--{'' if current else 'no'}{name}")
             elif isinstance(current, tuple):
                 lines.append(f"--{name}={','.join(map(str, current))}")
+            elif item.type in (float, "float"):  # as the flag parses it back: 0 set in code reads as 0.0
+                lines.append(f"--{name}={float(current)}")
             else:
                 lines.append(f"--{name}={current}")
     return "\n".join(lines) + "\n"
+
+
+HELP_REQUESTS = re.compile(r"-(-?(help|helpshort)(=(true|t|1|yes|y))?|\?)", re.IGNORECASE)
+OTHER_GROUP = "other"
+
+
+def help_groups(*settings_types) -> dict[str, list[dataclasses.Field]]:
+    """Group name -> its flag fields, groups in the order they first appear (a field without one: `other`)."""
+    groups: dict[str, list[dataclasses.Field]] = {}
+    for settings_type in settings_types:
+        for item in _flag_fields(settings_type):
+            groups.setdefault(item.metadata.get("group") or OTHER_GROUP, []).append(item)
+    return groups
+
+
+def help_text(program: str, doc: str | None, *settings_types) -> str:
+    """What `--help` prints: the command's docstring, then its own flags by group, each with its default, its
+    choices or range, and its help; the libraries' flags are left to --helpfull."""
+    width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 110))
+    lines = [f"usage: python -m {program} [--flagfile=FILE] [--flag=value ...]", ""]
+    if doc:
+        lines += [textwrap.dedent(doc).strip(), ""]
+    for group, items in help_groups(*settings_types).items():
+        lines.append(f"{group}:")
+        for item in items:
+            lines += textwrap.wrap(_flag_usage(item), width, initial_indent="  ", subsequent_indent=" " * 6)
+            lines += textwrap.wrap(item.metadata["help"], width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        lines.append("")
+    lines += textwrap.wrap("--flagfile=FILE reads flags from a file (one a line; a later flag overrides an earlier "
+                           "one). --helpfull lists every flag, the libraries' (absl, TensorFlow) too.", width)
+    return "\n".join(lines) + "\n"
+
+
+def _flag_usage(item: dataclasses.Field) -> str:
+    """`--name=default` (`--[no]name` for a switch) with the values the flag takes."""
+    meta, name, default = item.metadata, flag_name(item), item.default
+    if item.type in (bool, "bool"):
+        return f"--[no]{name}  (default: {'on' if default else 'off'})"
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    text = f"--{name}={shown}"
+    if meta["choices"]:
+        return f"{text}  (one of: {', '.join(map(str, meta['choices']))})"
+    if isinstance(default, tuple):
+        return f"{text}  (comma-separated list)"
+    lower, upper = meta["lower"], meta["upper"]
+    if lower is not None and upper is not None:
+        return f"{text}  (range: {lower:g} to {upper:g})"
+    if lower is not None:
+        return f"{text}  (at least {lower:g})"
+    if upper is not None:
+        return f"{text}  (at most {upper:g})"
+    return text
+
+
+def help_requested(argv: Sequence[str]) -> bool:
+    """Whether the arguments ask for --help (-?, --helpshort); those after `--` are positional."""
+    for argument in argv[1:]:
+        if argument == "--":
+            return False
+        if HELP_REQUESTS.fullmatch(argument):
+            return True
+    return False
 
 
 def fail(program: str, message: str, status: int = EXIT_USAGE):
@@ -177,6 +305,9 @@ def run(program: str, main: Callable, *settings_types, positional: bool = False,
     define_flags(flags.FLAGS, *settings_types)
 
     def parse_argv(argv: list[str]) -> list[str]:
+        if help_requested(argv):
+            sys.stdout.write(help_text(program, sys.modules["__main__"].__doc__, *settings_types))
+            sys.exit(0)
         try:
             return flags.FLAGS(argv)
         except flags.Error as error:

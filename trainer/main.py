@@ -5,7 +5,7 @@
 
 Flags -> Config -> trainer.training.train.run, which validates, writes model_dir/flags.txt and trains. Rerunning the
 same command resumes an interrupted run. Any mistake in the flags or the data ends in one line on stderr and
-exit status 2; `--helpfull` documents every flag.
+exit status 2; `--help` lists the flags by topic.
 """
 
 from trainer import cli

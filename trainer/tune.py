@@ -1,4 +1,4 @@
-"""Optuna studies over the trainer: every trial is one `trainer.training.train.run` with a few flags overridden.
+r"""Optuna studies over the trainer: every trial is one `trainer.training.train.run` with a few flags overridden.
 
     python -m trainer.tune --flagfile=configs/tune_inceptionv3.flags --study_name=incv3 --n_trials=20 --gpus=0,1,2,3
     python -m trainer.tune --flagfile=configs/tune_inceptionv3.flags --study_name=incv3 \
@@ -7,8 +7,10 @@
 
 Flags are the trainer's (the base config every trial starts from) plus the tuner's own
 (trainer/tuning/settings.py). The search space (trainer/tuning/space.py) fixes and samples Config fields; the
-objective is the run's best validation macro-F1, maximised, each epoch's value reported to the pruner. A trial
-that raises is recorded FAIL with its `error` and the study goes on.
+objective is the run's best validation macro-F1, maximised, each epoch's value reported to the pruner; no trial
+reads the test split (the retrain of best.flags does, once). A trial that raises is recorded FAIL with its `error`
+and the study goes on. Each finished trial prints one line (number, outcome, validation macro-F1, epochs, minutes,
+parameters); what it prints itself goes to trial_NNNN.log (--trial_output=full: to the console).
 
 Workers: by default this process is the one worker. --gpus=0,1 starts one worker process per GPU (group, e.g.
 0+1 for two GPUs per trial) with CUDA_VISIBLE_DEVICES pinned; --workers=N starts N CPU workers
@@ -17,8 +19,9 @@ Workers: by default this process is the one worker. --gpus=0,1 starts one worker
 resumes a study and runs only what is left. The workers of one machine split its --train_cache_gib.
 
 Study directory <tune_dir>/<study_name>/: journal.log (the default storage), trial_NNNN/ (each trial's run
-directory with flags.txt), features/ (the embeddings all trials share), workers/ (worker logs), and at the end
-trials.csv, history.png, importances.png, intermediate.png, timeline.png and best.flags.
+directory with flags.txt) and trial_NNNN.log (what the trial printed), features/ (the embeddings all trials
+share), workers/ (worker logs), and at the end trials.csv, history.png, importances.png, intermediate.png,
+timeline.png and best.flags.
 """
 
 import sys

@@ -1,4 +1,5 @@
-"""`python -m trainer.main` as a user meets it: --helpfull, and one error line with exit status 2 per mistake."""
+"""`python -m trainer.main` as a user meets it: --helpfull, one error line with exit status 2 per mistake, and
+`~` in a path flag expanded (--help of every command: tests/test_help.py)."""
 
 import dataclasses
 import json
@@ -42,6 +43,26 @@ def test_mistakes_end_in_one_error_line(args, message, tmp_path):
     assert len(errors) == 1 and message.format(empty=empty) in errors[0]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_tilde_in_data_dir_and_model_dir_is_home_and_the_test_split_is_the_final_test(tiny_data_dir, tmp_path):
+    """The shell leaves `~` after `=` alone; the command expands it. The run's one test figure is labelled
+    the final test, in the console and in metrics.json."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "data").symlink_to(tiny_data_dir)
+    env = {**os.environ, "HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-m", "trainer.main", "--flagfile=configs/demo.flags", "--data_dir=~/data",
+                           "--model_dir=~/run", "--image_size=32", "--phase2_epochs=0", "--steps_per_epoch=2"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    flags = (home / "run" / "flags.txt").read_text().splitlines()
+    assert f"--data_dir={home / 'data'}" in flags and f"--model_dir={home / 'run'}" in flags
+    assert not (REPO / "~").exists()
+    metrics = json.loads((home / "run" / "metrics.json").read_text())
+    assert metrics["final_test_split"] == "test" and 0 <= metrics["test"]["macro_f1"] <= 1
+    [row] = [line for line in done.stdout.splitlines() if line.startswith("final test")]
+    assert f"{metrics['test']['macro_f1']:.4f}" in row
 
 
 _IMPORT_EVERY_MODULE = """

@@ -69,5 +69,9 @@ def test_two_workers_share_a_study_on_postgresql(postgres_url, tiny_data_dir, tm
         assert_multi_worker_study(study, 3, both_workers=False)  # 3 trials: one worker may start late
         assert (tmp_path / name / "best.flags").exists() and not (tmp_path / name / "journal.log").exists()
         assert "dashboard: optuna-dashboard postgresql" in done.stdout
+        finished = [trial.number for trial in study.trials if trial.state.is_finished()
+                    and not trial.user_attrs.get("surplus")]
+        shown = [line for line in done.stdout.splitlines() if line.startswith("tune: trial ")]
+        assert sorted(int(line.split()[2]) for line in shown) == sorted(finished)  # one line each, from the database
     finally:
         optuna.delete_study(study_name=name, storage=postgres_url)

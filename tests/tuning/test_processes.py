@@ -1,8 +1,11 @@
-"""trainer.tune as a command: two worker processes sharing one study, its outputs, the best trial retrained
-by trainer.main, and a study killed with SIGKILL and resumed by the same command."""
+"""trainer.tune as a command: two worker processes sharing one study, a console line per trial, its outputs,
+the best trial retrained by trainer.main (the study's one reading of test), and a study killed with SIGKILL and
+resumed by the same command."""
 
 import dataclasses
+import json
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +27,7 @@ from tests.tuning.common import (
 from trainer.training import config as config_lib
 from trainer.training.config import Config
 from trainer.tuning import storage
+from trainer.tuning.worker import trial_epochs, trial_log
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +61,24 @@ def test_two_worker_processes_share_one_study(two_workers):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("tune_two_workers")
+def test_the_command_prints_one_line_per_trial_of_either_worker(two_workers):
+    stdout, study_dir = two_workers
+    study = journal_study(study_dir)
+    shown = [line for line in stdout.splitlines() if line.startswith("tune: trial ")]
+    run = [trial for trial in study.trials if not trial.user_attrs.get("surplus")]
+    assert len(shown) == len(run)
+    for trial in run:
+        [line] = [line for line in shown if line.startswith(f"tune: trial {trial.number} ")]
+        assert re.search(rf"; {trial_epochs(trial)} epochs, \d+\.\d min; ", line), line
+        assert all(f"{name}=" in line for name in trial.params)
+        if trial.state == TrialState.COMPLETE:
+            assert f"complete: validation macro-F1 {trial.value:.4f}" in line
+        assert "Epoch 1/" in trial_log(study_dir / f"trial_{trial.number:04d}").read_text()
+    assert "Epoch 1/" not in stdout and not re.search(r"test_?F1|final test +\d", stdout, re.IGNORECASE)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tune_two_workers")
 def test_study_outputs(two_workers):
     stdout, study_dir = two_workers
     study = journal_study(study_dir)
@@ -83,12 +105,17 @@ def test_best_flags_retrain_with_trainer_main(two_workers):
     trial_flags = config_lib.parse([f"--flagfile={study_dir / f'trial_{best.number:04d}' / 'flags.txt'}"])
     # The retrain is one process: it gets the machine's whole cache budget, which two workers split.
     assert config == dataclasses.replace(trial_flags, model_dir=str(study_dir / f"best_run_{best.number:04d}"),
+                                         test_split=Config.test_split,
                                          train_cache_gib=Config.train_cache_gib)
     done = subprocess.run([sys.executable, "-m", "trainer.main", f"--flagfile={study_dir / 'best.flags'}"],
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    metrics = pd.read_json(pathlib.Path(config.model_dir) / "metrics.json", typ="series")
+    metrics = json.loads((pathlib.Path(config.model_dir) / "metrics.json").read_text())
     assert 0.0 <= metrics["best_val_macro_f1"] <= 1.0
+    assert trial_flags.test_split == "" and config.test_split == "test"  # the trials never read it; the retrain does
+    assert metrics["final_test_split"] == "test" and 0.0 <= metrics["test"]["macro_f1"] <= 1.0
+    [row] = [line for line in done.stdout.splitlines() if line.startswith("final test")]
+    assert f"{metrics['test']['macro_f1']:.4f}" in row
 
 
 @pytest.mark.slow

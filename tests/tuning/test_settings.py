@@ -88,7 +88,8 @@ def test_bad_settings_are_one_line_errors(args, message, tiny_data_dir, tmp_path
     ({"heartbeat": 0}, "--heartbeat=0: must be at least 1"),
     ({"max_retries": -1}, "--max_retries=-1: must be at least 0"),
     ({"sampler": "grid"}, "--sampler=grid: choose one of tpe, random, qmc, cmaes"),
-], ids=["no_trials", "no_heartbeat", "negative_retries", "unknown_sampler"])
+    ({"trial_output": "quiet"}, "--trial_output=quiet: choose one of line, full"),
+], ids=["no_trials", "no_heartbeat", "negative_retries", "unknown_sampler", "unknown_trial_output"])
 def test_settings_built_in_code_are_checked_against_the_flags_bounds(change, message):
     with pytest.raises(TuneError, match=re.escape(message)):
         settings_lib.check_settings(Settings(study_name="ok", **change))
@@ -135,3 +136,14 @@ def test_tune_flagfiles_set_a_valid_study(args):
     space.check(dataclasses.replace(base, model_dir="unused"), settings.search_space)
     if settings.search_space == "head":
         assert base.phase1_cached_features and base.augment == "none"
+
+
+def test_a_trials_config_without_a_test_split_passes_the_doctors_dataset_check(tiny_data_dir, tmp_path):
+    """`trainer.doctor --flagfile=<a trial's flags.txt>` checks the splits the trial reads: no test."""
+    from trainer.preflight import data
+
+    base, _ = tune.parse(tune_args(tiny_data_dir, tmp_path, "doctor"))
+    trial = dataclasses.replace(base, model_dir=str(tmp_path / "trial_0000"), test_split="")
+    result = data.check_dataset(trial)
+    assert result.status == "ok" and result.message.endswith("reads train, validation"), result.message
+    assert data.check_dataset(dataclasses.replace(trial, test_split="nope")).status == "FAIL"

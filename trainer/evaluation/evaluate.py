@@ -3,8 +3,8 @@
     python -m trainer.evaluate --model_dir=runs/incv3 --split=test [--gap] [--tta=flip,crops]
         [--data_dir=DIR] [--batch_size=32] [--resamples=1000] [--backend=litert [--quantize=int8]]
 
-Loads model.keras and labels.json (trainer.serving.trained_model.load_trained), or with --backend=litert the run's LiteRT
-export (trainer/serving/predictors.py), reads the split through pipelines' evaluation view (no
+Loads model.keras and labels.json (trainer.serving.trained_model.load_trained), or with --backend=litert the
+run's LiteRT export (trainer/serving/predictors.py), reads the split through pipelines' evaluation view (no
 augmentation, every example exactly once, in stored order, with its ids at every rank), predicts every head,
 and hands the labels and probabilities at the model's label rank (labels.json's first head: family, species,
 ...) to reports.write_report: metrics.json, per_class.csv (its name column titled by the rank), confusions.csv,
@@ -64,30 +64,38 @@ class EvaluationError(cli.UserError):
 class EvaluationConfig:
     """What to evaluate and how; each field is the flag of the same name (seed: --bootstrap_seed)."""
 
-    model_dir: str = field("", "A finished run of trainer.main (model.keras, labels.json, flags.txt).")
-    split: str = field("test", "Split to evaluate (train, validation, test, or e.g. train+validation).")
-    data_dir: str = field("", "TFDS data_dir holding the run's dataset; empty = the run's own (its flags.txt).")
-    batch_size: int = field(32, "Images per prediction batch.", lower=1)
-    gap: bool = field(False, "Also evaluate train and report train minus --split.")
+    model_dir: str = field("", "A finished run of trainer.main (model.keras, labels.json, flags.txt).",
+                           group="run and split", path=True)
+    split: str = field("test", "Split to evaluate (train, validation, test, or e.g. train+validation).",
+                       group="run and split")
+    data_dir: str = field("", "TFDS data_dir holding the run's dataset; empty = the run's own (its flags.txt).",
+                          group="run and split", path=True)
+    batch_size: int = field(32, "Images per prediction batch.", lower=1, group="run and split")
+    gap: bool = field(False, "Also evaluate train and report train minus --split.", group="run and split")
     tta: tuple[str, ...] = field((), "Test-time augmentation: any of "
-                                  f"{','.join(split_predictions.TTA_MODES)}.")
-    resamples: int = field(metrics.BOOTSTRAP_RESAMPLES, "Bootstrap resamples of the 95% intervals.", lower=10)
-    seed: int = field(0, "Seed of the bootstrap resampling.", flag_name="bootstrap_seed")
+                                  f"{','.join(split_predictions.TTA_MODES)}.", group="run and split")
+    resamples: int = field(metrics.BOOTSTRAP_RESAMPLES, "Bootstrap resamples of the 95% intervals.", lower=10,
+                           group="report")
+    seed: int = field(0, "Seed of the bootstrap resampling.", flag_name="bootstrap_seed", group="report")
     backend: str = predictors.backend_field()
     quantize: str = predictors.quantize_field()
     threads: int = predictors.threads_field()
     rollup_precision: float = field(0.0, "Roll-up: per-rank confidence thresholds chosen on validation (after "
                                     "temperature scaling fitted there) so that each rank's precision reaches this, "
-                                    "e.g. 0.95, applied to --split; 0 = off.", lower=0.0, upper=1.0)
+                                    "e.g. 0.95, applied to --split; 0 = off.", lower=0.0, upper=1.0, group="report")
     few_shot: tuple[str, ...] = field((), "Few-shot accuracy (BioCLIP's Rare Species protocol: nearest centroid, "
-                                      f"{few_shot.FOLDS} seeded folds) at these images per species, e.g. 1,5.")
+                                      f"{few_shot.FOLDS} seeded folds) at these images per species, e.g. 1,5.",
+                                      group="few-shot")
     few_shot_split: str = field(ALL_SPLITS, "Split the few-shot supports and queries come from; a run "
-                                "has trained on train, so its embeddings have seen those images.")
+                                "has trained on train, so its embeddings have seen those images.", group="few-shot")
     backbone: str = field("", "With --few_shot and no --model_dir: the backbone whose embeddings are judged.",
-                          choices=("", *pipelines.BACKBONES))
-    weights: str = field("imagenet", "With --backbone: imagenet, none, or a local .weights.h5 path.")
-    dataset_config: str = field("", "With --backbone: the dataset config to read; empty = the backbone's own.")
-    output_dir: str = field("", "With --backbone: the folder few_shot.json goes to; empty = print only.")
+                          choices=("", *pipelines.BACKBONES), group="few-shot")
+    weights: str = field("imagenet", "With --backbone: imagenet, none, or a local .weights.h5 path.",
+                         group="few-shot", path=True)
+    dataset_config: str = field("", "With --backbone: the dataset config to read; empty = the backbone's own.",
+                                group="few-shot")
+    output_dir: str = field("", "With --backbone: the folder few_shot.json goes to; empty = print only.",
+                            group="few-shot", path=True)
 
 
 def evaluate(config: EvaluationConfig) -> reports.Report | dict:
@@ -183,6 +191,8 @@ def tree_metrics(judged: Judged) -> dict:
         fitted = calibration.fit_rollup(tree, validation.labels, validation.heads)
         if config.backend == "keras" and not config.tta and calibration_file.read(config.model_dir) is None:
             print(f"calibration written to {calibration_file.write(config.model_dir, fitted)}")
+        if fitted.shortfall(config.rollup_precision):
+            print(f"note: {fitted.shortfall(config.rollup_precision)}")
         figures.update(rollup_metrics(fitted, judged.predictions, tree, config.rollup_precision))
     return figures
 
@@ -211,8 +221,8 @@ def stratum_rank(label_rank: str) -> str:
     return "family" if labels.RANKS.index(label_rank) > labels.RANKS.index("family") else label_rank
 
 
-def several_heads_metrics(predictions: split_predictions.SplitPredictions, tree: rollup.Tree, strata: np.ndarray, resamples: int,
-                          seed: int) -> dict:
+def several_heads_metrics(predictions: split_predictions.SplitPredictions, tree: rollup.Tree, strata: np.ndarray,
+                          resamples: int, seed: int) -> dict:
     """Each head's own accuracy and macro-F1 against the truth at its rank, and the tree-consistent
     prediction's at every rank of the model's tree with its mistake severity (and that severity's floor) at the
     label rank."""
@@ -229,8 +239,8 @@ def several_heads_metrics(predictions: split_predictions.SplitPredictions, tree:
                                                                                 heights)}
 
 
-def rollup_metrics(fitted: calibration.RollupCalibration, evaluated: split_predictions.SplitPredictions, tree: rollup.Tree,
-                   target: float) -> dict:
+def rollup_metrics(fitted: calibration.RollupCalibration, evaluated: split_predictions.SplitPredictions,
+                   tree: rollup.Tree, target: float) -> dict:
     """The validation fit (temperatures and their NLL) and how the roll-up at `target` precision, with the
     thresholds chosen on validation, answers the evaluated split."""
     scaled = fitted.scaled(evaluated.heads)

@@ -14,7 +14,8 @@ SPLIT_FLAGS = ("train_split", "validation_split", "test_split")
 def check_dataset(config: Config) -> Result:
     info = inputs.dataset_info(config)  # a dataset not built: a ConfigError naming the tfds build command
     built = reading.load_builder(inputs.input_config(config)).info
-    for flag in SPLIT_FLAGS:
+    read = [flag for flag in SPLIT_FLAGS if flag != "test_split" or config.test_split]  # empty: no test read
+    for flag in read:
         split = getattr(config, flag)
         try:
             built.splits[split]
@@ -24,7 +25,7 @@ def check_dataset(config: Config) -> Result:
                                    "train+validation")
     counts = ", ".join(f"{name} {count}" for name, count in info.num_examples.items())
     return ok("dataset", f"{info.full_name} in {config.data_dir}: {counts} examples, {built.dataset_size}; the run "
-                         f"reads {', '.join(getattr(config, flag) for flag in SPLIT_FLAGS)}")
+                         f"reads {', '.join(getattr(config, flag) for flag in read)}")
 
 
 def class_counts(config: Config) -> dict[str, int]:

@@ -33,7 +33,8 @@ class Predictor(Protocol):
 
 def open_predictor(model_dir: str, backend: str = "keras", quantize: str = litert.AUTO,
                    threads: int = 0) -> Predictor:
-    """The run's model.keras, or its LiteRT export (litert.find_export: --quantize's, or the only one)."""
+    """The run's model.keras, or its LiteRT export (litert.find_export: --quantize's, auto's choice, or the only
+    one)."""
     if backend == "litert":
         return litert.load(litert.find_export(model_dir, quantize), threads)
     return trained_model.load_trained(model_dir)
@@ -42,14 +43,17 @@ def open_predictor(model_dir: str, backend: str = "keras", quantize: str = liter
 # The flags predict and evaluate share (each settings dataclass declares them with these).
 def backend_field():
     return field("keras", "keras: model.keras in TensorFlow; litert: the run's LiteRT export "
-                 "(model_dir/litert/, written by `trainer.export --format=litert`) on XNNPACK.", choices=BACKENDS)
+                 "(model_dir/litert/, written by `trainer.export --format=litert`) on XNNPACK.", choices=BACKENDS,
+                 group="backend")
 
 
 def quantize_field():
-    return field(litert.AUTO, "With --backend=litert: which export (float32, float16, int8); auto = the only one "
-                 "in model_dir/litert/.", choices=(litert.AUTO, *litert.QUANTIZATIONS))
+    return field(litert.AUTO, f"With --backend=litert: which export ({', '.join(litert.QUANTIZATIONS)}); auto = "
+                 f"the one `trainer.export --quantize=auto` chose (model_dir/litert/{litert.CHOICE_NAME}), else the "
+                 "only one in model_dir/litert/.", choices=(litert.AUTO, *litert.QUANTIZATIONS),
+                 group="backend")
 
 
 def threads_field():
     return field(0, "Threads of the LiteRT interpreter and of predict's decoding; 0 = every core this process may "
-                 "use. (Keras uses TensorFlow's own thread pools.)", lower=0)
+                 "use. (Keras uses TensorFlow's own thread pools.)", lower=0, group="backend")

@@ -1,5 +1,6 @@
 """Who runs the trials: this process as the one worker, or worker processes (one per GPU group with
-CUDA_VISIBLE_DEVICES pinned, or N CPU workers sharing out the CPU threads), their progress and their signals.
+CUDA_VISIBLE_DEVICES pinned, or N CPU workers sharing out the CPU threads), a line per finished trial and their
+signals.
 
 A worker process is the same command, `python -m trainer.tune --flagfile=<its flags>`, started with the
 environment variable RARE_SPECIES_TUNE_WORKER=<index>: the index reaches the child without a flag (so
@@ -18,11 +19,10 @@ import time
 
 from trainer import cli
 from trainer.training.config import Config
-from trainer.tuning import outputs
 from trainer.tuning import storage as storage_lib
 from trainer.tuning.settings import Settings, gpu_groups
 from trainer.tuning.study import StudyHandle, open_study
-from trainer.tuning.worker import Worker, signals_ignored
+from trainer.tuning.worker import Worker, signals_ignored, trial_line
 
 WORKER_ENV = "RARE_SPECIES_TUNE_WORKER"
 
@@ -84,7 +84,7 @@ def run_workers(handle: StudyHandle, base: Config, settings: Settings) -> list[s
         shown = " ".join(f"{key}={value!r}" for key, value in env.items() if key != WORKER_ENV)
         print(f"tune: worker {env[WORKER_ENV]} (pid {processes[-1].pid}, {shown}): log {log}", flush=True)
     try:
-        _follow(handle, settings, processes)
+        _follow(handle, processes)
     except KeyboardInterrupt as interrupt:
         _stop(processes, forward=isinstance(interrupt, cli.Terminated))
         raise
@@ -97,7 +97,7 @@ def _write_worker_flags(directory: pathlib.Path, base: Config, settings: Setting
     machine's training-image cache budget split between them (they share its memory)."""
     storage = settings.storage
     if storage and "://" not in storage:
-        storage = str(pathlib.Path(storage).expanduser().absolute())
+        storage = str(pathlib.Path(storage).absolute())
     worker_settings = dataclasses.replace(settings, gpus="", workers=0, storage=storage,
                                           tune_dir=str(settings.study_dir.parent))
     worker_base = dataclasses.replace(base, train_cache_gib=base.train_cache_gib / workers)
@@ -106,15 +106,17 @@ def _write_worker_flags(directory: pathlib.Path, base: Config, settings: Setting
     return flagfile
 
 
-def _follow(handle: StudyHandle, settings: Settings, processes: list[subprocess.Popen]) -> None:
-    """Prints the study's progress whenever it changes, until every worker has exited."""
-    last = ""
-    while any(process.poll() is None for process in processes):
+def _follow(handle: StudyHandle, processes: list[subprocess.Popen]) -> None:
+    """Prints a line per trial any worker (of any machine) finishes, until every worker here has exited."""
+    shown = {trial.number for trial in handle.study.get_trials(deepcopy=False) if trial.state.is_finished()}
+    running = True
+    while running:
         time.sleep(1.0)
-        line = outputs.progress(handle.study, settings.n_trials)
-        if line != last:
-            print(f"tune: {line}", flush=True)
-            last = line
+        running = any(process.poll() is None for process in processes)
+        for trial in handle.study.get_trials(deepcopy=False):
+            if trial.state.is_finished() and trial.number not in shown and not trial.user_attrs.get("surplus"):
+                shown.add(trial.number)
+                print(f"tune: {trial_line(handle.study, trial)}", flush=True)
 
 
 def _stop(processes: list[subprocess.Popen], forward: bool) -> None:

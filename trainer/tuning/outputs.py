@@ -17,7 +17,7 @@ from trainer.tuning import space as space_lib
 from trainer.tuning import storage as storage_lib
 from trainer.tuning.settings import Settings
 from trainer.tuning.study import StudyHandle
-from trainer.tuning.worker import one_line, trial_dir
+from trainer.tuning.worker import format_value, one_line, trial_dir, trial_epochs
 
 
 def progress(study: optuna.Study, n_trials: int) -> str:
@@ -39,6 +39,7 @@ def best_flags_text(trial: optuna.trial.FrozenTrial, base: Config, settings: Set
     header = [f"# Best trial {trial.number} of study {settings.study_name}: validation macro-F1 {trial.value:.4f} "
               f"(its run: {trial.user_attrs.get('model_dir', trial_dir(settings, trial))}).",
               f"# Retrain it: python -m trainer.main --flagfile={settings.study_dir / 'best.flags'}",
+              "# No trial read the test split: the retrain reads it once, the study's final test.",
               "# (a later flag overrides, e.g. --model_dir=runs/final --train_split=train+validation)"]
     return "\n".join(header) + "\n" + flagfile_text(config), model_dir
 
@@ -104,7 +105,7 @@ def write_outputs(handle: StudyHandle, base: Config, settings: Settings) -> dict
         outputs.update(best_flags=str(directory / "best.flags"), best_trial=best.number, best_value=best.value,
                        best_model_dir=str(model_dir))
         lines.append(f"best.flags: {directory / 'best.flags'}  (retrain: python -m trainer.main "
-                     f"--flagfile={directory / 'best.flags'})")
+                     f"--flagfile={directory / 'best.flags'}; its test figure is the study's final test)")
     else:
         lines.append("best.flags: not written (no completed trial)")
     lines.append(f"dashboard: optuna-dashboard {handle.storage.label}")
@@ -120,7 +121,7 @@ def summary_table(study: optuna.Study, settings: Settings, top: int = 10) -> str
                     key=lambda t: (t.state != TrialState.COMPLETE, -(t.value if t.value is not None else -1)))[:top]
     if ranked:
         names = sorted({name for trial in ranked for name in trial.params})
-        header = ["trial", "state", "val_F1", "test_F1", "epochs", "minutes", *names]
+        header = ["trial", "state", "val_F1", "epochs", "minutes", *names]
         rows = [header] + [_row(trial, names) for trial in ranked]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines += ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
@@ -132,16 +133,5 @@ def summary_table(study: optuna.Study, settings: Settings, top: int = 10) -> str
 
 def _row(trial: optuna.trial.FrozenTrial, names: list[str]) -> list[str]:
     minutes = trial.duration.total_seconds() / 60 if trial.duration else float("nan")
-    test = trial.user_attrs.get("test_macro_f1")
     return [str(trial.number), trial.state.name, "-" if trial.value is None else f"{trial.value:.4f}",
-            "-" if test is None else f"{test:.4f}",
-            str(trial.user_attrs.get("epochs", max(trial.intermediate_values, default=0))), f"{minutes:.1f}",
-            *(_format(trial.params.get(name)) for name in names)]
-
-
-def _format(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
+            str(trial_epochs(trial)), f"{minutes:.1f}", *(format_value(trial.params.get(name)) for name in names)]

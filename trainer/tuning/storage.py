@@ -83,7 +83,7 @@ def open_storage(spec: str, study_dir: pathlib.Path, heartbeat: int, max_retries
     """spec: empty (the journal file <study_dir>/journal.log), a journal file path, or a database URL
     (postgresql://user@host/db, mysql://..., sqlite:///file.db)."""
     if "://" not in spec:
-        path = pathlib.Path(spec).expanduser().absolute() if spec else study_dir / "journal.log"
+        path = pathlib.Path(spec).absolute() if spec else study_dir / "journal.log"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             repair_journal(path)

@@ -2,11 +2,18 @@
 `trainer.training.train.run` with the trial's parameters put into the base config, and finishes each (`study.tell`).
 
 The objective is the run's best validation macro-F1; each epoch's value goes to the pruner through train.run's
-on_epoch_end hook. A trial that raises is FAIL with its `error` and the worker goes on; Ctrl-C or SIGTERM fails
-the running trial, queues it again (an interruption is no failure: no retry limit) and goes on up.
+on_epoch_end hook. A trial never reads the test split (its --test_split is empty): model selection sees train and
+validation only, and the test split is read once, by the retrain of best.flags. A trial that raises is FAIL with
+its `error` and the worker goes on; Ctrl-C or SIGTERM fails the running trial, queues it again (an
+interruption is no failure: no retry limit) and goes on up.
+
+Each finished trial is one line (`trial_line`); with --trial_output=line what the trial prints goes to
+trial_NNNN.log beside its run directory instead of the console (beside, not in: train.run refuses a model_dir that
+holds files but no flags.txt, and a retry appends to its first attempt's log).
 """
 
 import contextlib
+import dataclasses
 import gc
 import math
 import pathlib
@@ -20,6 +27,7 @@ import keras
 import optuna
 from optuna.trial import TrialState
 
+from trainer import cli
 from trainer.training import train
 from trainer.training.config import Config
 from trainer.tuning import space as space_lib
@@ -54,6 +62,55 @@ def trial_dir(settings: Settings, trial: optuna.trial.FrozenTrial) -> pathlib.Pa
     """trial_NNNN; a retried trial reuses its first attempt's directory, so the trainer resumes that run."""
     history = storage_lib.retry_history(trial) or [trial.number]
     return settings.study_dir / f"trial_{history[0]:04d}"
+
+
+def trial_log(run_dir: pathlib.Path) -> pathlib.Path:
+    """trial_NNNN.log beside the trial's run directory trial_NNNN/."""
+    return run_dir.with_name(f"{run_dir.name}.log")
+
+
+@contextlib.contextmanager
+def trial_output(run_dir: pathlib.Path, mode: str):
+    """line: what the block prints goes to trial_log(run_dir) (appended); full: to the console. Either way an
+    exception's traceback is printed there before it goes on up."""
+    with cli.output_to(trial_log(run_dir)) if mode == "line" else contextlib.nullcontext():
+        try:
+            yield
+        except optuna.TrialPruned:
+            raise
+        except Exception:
+            traceback.print_exc()
+            raise
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def trial_epochs(trial: optuna.trial.FrozenTrial) -> int:
+    """Epochs the trial trained: all phases of a complete one, the last reported of a pruned one."""
+    return trial.user_attrs.get("epochs", max(trial.intermediate_values, default=0))
+
+
+def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """One finished trial in one line: number, outcome, validation macro-F1, epochs, minutes, parameters."""
+    minutes = f"{trial.duration.total_seconds() / 60:.1f} min" if trial.duration else "- min"
+    params = " ".join(f"{name}={format_value(value)}" for name, value in trial.params.items())
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"complete: validation macro-F1 {trial.value:.4f}"
+    elif trial.state == TrialState.PRUNED:
+        outcome = (f"pruned at epoch {trial.last_step}: validation macro-F1 "
+                   f"{trial.intermediate_values[trial.last_step]:.4f}")
+    else:
+        error = storage_lib.trial_error(study, trial) or "its value is not a number"
+        model_dir = trial.user_attrs.get("model_dir")
+        log = trial_log(pathlib.Path(model_dir)) if model_dir else None
+        outcome = f"failed: {error}" + (f" (log {log})" if log and log.exists() else "")
+    return f"trial {trial.number} {outcome}; {trial_epochs(trial)} epochs, {minutes}; {params}".rstrip("; ")
 
 
 class Worker:
@@ -98,7 +155,7 @@ class Worker:
             gc.collect()
         # skip_if_finished: another worker may have taken this one for dead meanwhile, failed and requeued it.
         told = self.study.tell(trial, value, state=state, skip_if_finished=True)
-        print(f"tune: trial {told.number} {self._describe(told)}", flush=True)
+        print(f"tune: {trial_line(self.study, told)}", flush=True)
 
     def _outcome(self, trial: optuna.Trial) -> tuple[float | None, TrialState | None]:
         """(value, state) to tell, state None for a value (a NaN one fails); an exception's one-line error
@@ -114,16 +171,8 @@ class Worker:
         except optuna.TrialPruned:
             return None, TrialState.PRUNED
         except Exception as error:
-            traceback.print_exc()
             trial.set_user_attr("error", one_line(error))
             return None, TrialState.FAIL
-
-    def _describe(self, trial: optuna.trial.FrozenTrial) -> str:
-        if trial.state == TrialState.COMPLETE:
-            return f"complete: validation macro-F1 {trial.value:.4f}"
-        if trial.state == TrialState.PRUNED:
-            return f"pruned after epoch {trial.last_step}"
-        return f"failed: {storage_lib.trial_error(self.study, trial) or 'its value is not a number'}"
 
     def _requeue_interrupted(self, trial: optuna.Trial) -> None:
         try:
@@ -137,8 +186,11 @@ class Worker:
     def _train(self, trial: optuna.Trial) -> float:
         params = space_lib.suggest(trial, self.settings.space, self.base)
         run_dir = trial_dir(self.settings, storage_lib.frozen_trial(self.study, trial.number))
-        config = space_lib.trial_config(self.base, self.settings.space, params, str(run_dir))
+        # No test split: a trial's figures are for choosing, and choosing must not see test.
+        config = dataclasses.replace(space_lib.trial_config(self.base, self.settings.space, params, str(run_dir)),
+                                     test_split="")
         trial.set_user_attr("model_dir", str(run_dir))
+        mode = self.settings.trial_output
 
         def report(epoch: int, val_macro_f1: float) -> None:
             trial.report(val_macro_f1, epoch)
@@ -147,7 +199,8 @@ class Worker:
 
         resuming = run_dir.exists() and run_dir.name != f"trial_{trial.number:04d}"  # a retry's first attempt
         try:
-            results = train.run(config, on_epoch_end=report)
+            with trial_output(run_dir, mode):
+                results = train.run(config, on_epoch_end=report)
         except optuna.TrialPruned:
             raise
         except Exception as error:
@@ -161,7 +214,7 @@ class Worker:
             print(f"tune: trial {trial.number}: resuming {run_dir} failed ({one_line(error)}); moved it to "
                   f"{broken.name} and started the trial over", flush=True)
             keras.backend.clear_session()
-            results = train.run(config, on_epoch_end=report)
-        trial.set_user_attr("test_macro_f1", results["test"]["macro_f1"])
+            with trial_output(run_dir, mode):
+                results = train.run(config, on_epoch_end=report)
         trial.set_user_attr("epochs", sum(phase["epochs"] for phase in results["phases"].values()))
         return results["best_val_macro_f1"]
