@@ -12,7 +12,7 @@ The replica (benchmarks.replica_data) has real metadata rows with pixels built f
 (tfds_rarespecies.replica.taxonomy_pattern: hue by class with the classes of a phylum side by side on the colour
 wheel, texture by order, detail by family, tint and noise by species), so sister families look alike and the
 coarse ranks are the most visible, as in real photos; built as standard_256. MobileNetV2 with the
-genuine ImageNet weights of --weights stays frozen: each run is trainer.training.train.run's phase 1 on cached embeddings
+genuine ImageNet weights of --weights stays frozen: each run is train.run's phase 1 on cached embeddings
 (the cache is shared, so every run sees the same vectors), head only, same epochs and rate, once per seed.
 
 Runs (VARIANTS): the flat family head (the plain baseline); hierarchical heads; each with hierarchy-aware soft

@@ -18,6 +18,10 @@ give the same window for the same seed, since the window depends only on the ima
 
 import tensorflow as tf
 
+# libjpeg's accurate integer IDCT: what Pillow decodes with (the builder's decoder, tfds_rarespecies.imaging, and
+# so predict's), where TensorFlow's default differs by up to 3 levels; every JPEG reader of the project (these
+# pipelines, the SavedModel) decodes with it, so the same file gives the same pixels everywhere.
+DCT_METHOD = "INTEGER_ACCURATE"
 ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 MAX_PLAIN_SHRINK = 1.5
 
@@ -56,7 +60,20 @@ def random_crop_window(stored, seed, min_area: float):
 
 def decode(jpeg):
     """All the stored pixels, uint8 RGB: what pipelines.datasets caches for training."""
-    return tf.io.decode_jpeg(jpeg, channels=3)
+    return tf.io.decode_jpeg(jpeg, channels=3, dct_method=DCT_METHOD)
+
+
+def decode_jpeg_at_least(jpeg, size: int):
+    """A JPEG decoded at libjpeg's smallest scale (1/8, 1/4, 1/2 or 1) whose short side stays at least `size`:
+    the scale Pillow's draft picks, so the pixels are the ones predict decodes with
+    tfds_rarespecies.imaging.decode_rgb(min_short_side=size), and a huge photo stays cheap. The scale is an
+    attribute of the decoding op, hence one branch per scale."""
+    shape = tf.image.extract_jpeg_shape(jpeg)
+    fits = tf.minimum(shape[0], shape[1]) // size
+    branch = tf.reduce_sum(tf.cast(fits >= tf.constant([2, 4, 8]), tf.int32))  # 0: whole, 3: 1/8
+    return tf.switch_case(branch, [lambda ratio=ratio: tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio,
+                                                                         dct_method=DCT_METHOD)
+                                   for ratio in (1, 2, 4, 8)])
 
 
 def _shape(stored):
@@ -66,7 +83,7 @@ def _shape(stored):
 def _window(stored, window):
     """Pixels of window (top, left, height, width): decoded from JPEG bytes, or sliced from decoded pixels."""
     if stored.dtype == tf.string:
-        return tf.image.decode_and_crop_jpeg(stored, window, channels=3)
+        return tf.image.decode_and_crop_jpeg(stored, window, channels=3, dct_method=DCT_METHOD)
     return tf.slice(stored, tf.concat([window[:2], [0]], axis=0), tf.concat([window[2:], [3]], axis=0))
 
 

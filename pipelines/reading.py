@@ -35,12 +35,15 @@ class DatasetInfo:
       taxonomy: the tree the build stored in its metadata (labels.METADATA_KEY): the shipped one, or the
         download's own (labels="from_metadata"); a dataset without it was built before the builder stored it,
         with the shipped one.
+      split_digests: per split, the build report's digest of its file names (empty for a dataset built before
+        the report held them): a run records them to refuse a resume on other splits.
     """
 
     full_name: str
     num_examples: dict[str, int]
     names: dict[str, tuple[str, ...]]
     taxonomy: tfds_rarespecies.labels.Taxonomy
+    split_digests: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def load_builder(cfg: InputConfig) -> tfds.core.DatasetBuilder:
@@ -130,7 +133,8 @@ def dataset_info(cfg: InputConfig) -> DatasetInfo:
         num_examples={name: split.num_examples for name, split in builder.info.splits.items()},
         names={rank: tuple(builder.info.features[rank].names) for rank in tfds_rarespecies.labels.RANKS},
         taxonomy=(tfds_rarespecies.labels.Taxonomy.from_text(stored) if stored
-                  else tfds_rarespecies.labels.shipped()))
+                  else tfds_rarespecies.labels.shipped()),
+        split_digests=dict((builder.info.metadata or {}).get("build_report", {}).get("split_digests", {})))
 
 
 @functools.cache

@@ -75,3 +75,9 @@ def pytest_collection_modifyitems(config, items):
     if helpers:
         config.hook.pytest_deselected(items=helpers)
         items[:] = [item for item in items if item.name != "test_session"]
+
+
+def user_env() -> dict:
+    """The environment a user's shell gives a command: without the test session's TF_CPP_MIN_LOG_LEVEL, which
+    asks the commands to show TensorFlow's start-up lines."""
+    return {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}

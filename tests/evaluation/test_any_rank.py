@@ -106,12 +106,13 @@ def test_predictions_of_hierarchical_heads_never_leave_the_predicted_order(hiera
 
 def _crafted(model_dir: pathlib.Path, family_right: bool, order_right: bool) -> None:
     """A calibration.json at temperature 1 whose validation answers were right (or all wrong) at family and
-    order and always right above: thresholds 0 where right, none (inf) where wrong."""
+    order and always right above: thresholds 0 where right, none (inf) where wrong. 40 images at each of three
+    confidences: enough answers to show the precision asked (rollup.minimum_answers)."""
     ranks = ("phylum", "class", "order", "family")
     right = {"phylum": True, "class": True, "order": order_right, "family": family_right}
     crafted = calibration.RollupCalibration("family", ranks, {"phylum": 1.0, "family": 1.0},
-                                      {rank: np.array([0.9, 0.5, 0.0]) for rank in ranks},
-                                      {rank: np.full(3, right[rank]) for rank in ranks})
+                                            {rank: np.repeat([0.9, 0.5, 0.0], 40) for rank in ranks},
+                                            {rank: np.full(120, right[rank]) for rank in ranks})
     calibration_file.write(model_dir, crafted)
 
 

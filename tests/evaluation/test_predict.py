@@ -4,6 +4,7 @@ fresh process."""
 import csv
 import io
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -37,7 +38,8 @@ def _check_ranked(rows: list[dict]) -> None:
 def test_center_square_is_the_pipelines_evaluation_view():
     jpeg = tf.io.encode_jpeg(pattern(70, 50, 4)).numpy()
     expected = pipeline_images.decode_center(jpeg, 32).numpy()
-    got = trained_model.center_square(tf.io.decode_jpeg(jpeg)[None], 32)[0].numpy()
+    decoded = tf.io.decode_jpeg(jpeg, dct_method=pipeline_images.DCT_METHOD)
+    got = trained_model.center_square(decoded[None], 32)[0].numpy()
     np.testing.assert_array_equal(got, expected)
 
 
@@ -83,6 +85,17 @@ def test_exit_status_and_one_line_errors(trained_run, photo_folder, tmp_path):
         assert raised.value.status == status and "\n" not in str(raised.value)
 
 
+def test_an_output_that_would_overwrite_a_file_of_the_run_is_refused(trained_run, photo_folder):
+    before = {path: path.read_bytes() for path in pathlib.Path(trained_run).rglob("*") if path.is_file()}
+    for output in ("metrics.json", "logs/phase1.csv", "eval/test/predictions.csv", "../" +
+                   pathlib.Path(trained_run).name + "/calibration.json"):
+        with pytest.raises(predict.PredictError, match="is a file of the run") as raised:
+            predict.run(predict.PredictSettings(trained_run, TOP_K, str(pathlib.Path(trained_run) / output)),
+                        [str(photo_folder)])
+        assert "\n" not in str(raised.value)
+    assert {path: path.read_bytes() for path in pathlib.Path(trained_run).rglob("*") if path.is_file()} == before
+
+
 _RELOAD = textwrap.dedent("""
     import json, sys
     import numpy as np
@@ -118,6 +131,21 @@ def test_export_reloaded_in_a_fresh_process_answers_identically(trained_run, tmp
         np.testing.assert_allclose(reloaded[name]["probabilities"], in_memory["probabilities"].numpy(), atol=1e-6)
         assert reloaded[name]["names"] == [[f.decode() for f in row] for row in in_memory["names"].numpy()]
         assert np.shape(reloaded[name]["probabilities"]) == (3, TOP_K)
+
+
+def test_the_savedmodel_decodes_a_jpeg_as_predict_does(trained_run, tmp_path):
+    """Both decode with the IDCT Pillow uses (pipelines.images.DCT_METHOD): the same photo gets the same
+    probabilities from the exported model as from predict, not merely close ones."""
+    trained = trained_model.load_trained(trained_run)
+    model = savedmodel.ServingModel(trained, TOP_K)
+    files = []
+    for seed, (height, width) in enumerate(((240, 320), (97, 131), (300, 200))):
+        files.append(tmp_path / f"photo{seed}.jpg")
+        Image.fromarray(pattern(height, width, seed)).save(files[-1], "JPEG", quality=90)
+    views = np.stack([predict.decode_view(file, trained.input_size) for file in files])  # predict's pixels
+    heads = trained.probabilities(views)[trained.label_rank]
+    served = model.classify_encoded(tf.constant([file.read_bytes() for file in files]))
+    np.testing.assert_array_equal(served["probabilities"].numpy(), -np.sort(-heads, axis=1)[:, :TOP_K])
 
 
 @pytest.mark.slow

@@ -73,15 +73,28 @@ def test_roll_up_answers_at_the_deepest_rank_that_reaches_its_threshold():
 
 
 def test_precision_threshold_is_the_smallest_that_reaches_the_target():
-    confidences = np.array([0.95, 0.9, 0.8, 0.7, 0.6])
-    correct = np.array([True, True, True, False, True])
+    """Each answer counted 20 times: the curve is the five answers', with enough of them to show the target."""
+    confidences = np.repeat([0.95, 0.9, 0.8, 0.7, 0.6], 20)
+    correct = np.repeat([True, True, True, False, True], 20)
     assert rollup.precision_threshold(confidences, correct, 0.95) == 0.8    # 3/3; 0.7 gives 3/4
     assert rollup.precision_threshold(confidences, correct, 0.8) == 0.6     # 4/5
     assert rollup.precision_threshold(confidences, ~correct, 0.95) == np.inf
-    assert rollup.precision_threshold(confidences, np.zeros(5, bool), 0.5) == np.inf
+    assert rollup.precision_threshold(confidences, np.zeros(100, bool), 0.5) == np.inf
     both = rollup.precision_thresholds(np.column_stack([confidences, confidences]),
-                                       np.column_stack([correct, np.ones(5, bool)]), 0.95)
+                                       np.column_stack([correct, np.ones(100, bool)]), 0.95)
     assert both.tolist() == [0.8, 0.6]
+
+
+def test_a_precision_is_claimed_only_on_enough_answers():
+    """The rule of three: n answers all right show a precision of about 1 - 3/n at best (95% one-sided)."""
+    assert [rollup.minimum_answers(p) for p in (0.5, 0.9, 0.95, 0.99)] == [6, 30, 60, 300]
+    assert rollup.minimum_answers(1.0) == np.inf
+    right = np.ones(59, bool)
+    assert rollup.precision_threshold(np.linspace(1, 0.5, 59), right, 0.95) == np.inf  # 59 right: not enough
+    assert rollup.precision_threshold(np.linspace(1, 0.5, 60), np.ones(60, bool), 0.95) == 0.5
+    confidences, right = np.linspace(1, 0, 100), np.arange(100) < 40  # the 40 surest right, the rest wrong
+    assert rollup.precision_threshold(confidences, right, 0.95) == np.inf  # 40/40 cannot show 95%: 41/42 too few
+    assert rollup.precision_threshold(confidences, right, 0.9) == confidences[43]  # 40/44 right, 44 >= 30
 
 
 def test_rollup_outcomes_count_each_image_at_the_rank_it_was_answered_at():

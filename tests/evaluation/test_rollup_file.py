@@ -1,5 +1,7 @@
 """calibration.json on crafted validation probabilities: what fit stores, the round trip, and a damaged file."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,20 @@ def test_fit_stores_sorted_confidences_whose_thresholds_reach_the_precision(tmp_
 def test_no_file_is_none_and_a_damaged_one_is_one_line(tmp_path):
     assert calibration_file.read(tmp_path) is None
     (tmp_path / "calibration.json").write_text('{"ranks": ["family"]')
-    with pytest.raises(calibration_file.CalibrationFileError, match="calibration.json: not a calibration file") as raised:
+    with pytest.raises(calibration_file.CalibrationFileError,
+                       match="calibration.json: not a calibration file") as raised:
         calibration_file.read(tmp_path)
     assert "\n" not in str(raised.value) and "--rollup_precision=0.95" in str(raised.value)
+
+
+def test_a_calibration_on_too_few_images_says_so_and_claims_no_precision():
+    ranks = ("phylum", "family")
+    few = calibration.RollupCalibration("family", ranks, {"family": 1.0},
+                                        {rank: np.linspace(1, 0.5, 4) for rank in ranks},
+                                        {rank: np.ones(4, bool) for rank in ranks})
+    note = few.shortfall(0.95)
+    assert "4 validation images" in note and "at least 60 answers" in note and "phylum, family" in note
+    assert np.isinf(few.thresholds(0.95)).all()
+    enough = dataclasses.replace(few, confidences={rank: np.linspace(1, 0.5, 60) for rank in ranks},
+                                 correct={rank: np.ones(60, bool) for rank in ranks})
+    assert enough.shortfall(0.95) == "" and np.isfinite(enough.thresholds(0.95)).all()

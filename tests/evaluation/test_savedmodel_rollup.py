@@ -99,9 +99,9 @@ def _spread_calibration(copy: RunFiles, files) -> None:
         values = np.sort(confidences[:, depth])
         gaps = range(depth, min(depth + 3, len(values) - 1))  # deeper ranks leave fewer photos above
         widest = max(gaps, key=lambda i: values[i + 1] - values[i])
-        thresholds[rank] = np.array([(values[widest] + values[widest + 1]) / 2])
+        thresholds[rank] = np.full(100, (values[widest] + values[widest + 1]) / 2)  # 100: enough answers
     calibration_file.write(copy.model_dir, calibration.RollupCalibration(
-        tree.ranks[-1], tree.ranks, temperatures, thresholds, {rank: np.array([True]) for rank in tree.ranks}))
+        tree.ranks[-1], tree.ranks, temperatures, thresholds, {rank: np.ones(100, bool) for rank in tree.ranks}))
 
 
 def test_export_rolls_up_in_the_graph_as_predict_does(hierarchical_run, tmp_path, capsys):
@@ -160,7 +160,8 @@ def test_litert_metadata_carries_the_tree_and_the_rollup_thresholds(hierarchical
                        np.asarray(described["leaf_paths"]))
     heads = litert_model.probabilities(np.stack([predict.decode_view(file, litert_model.input_size)
                                                  for file in files]))
-    scaled = calibration.RollupCalibration(tree.ranks[-1], tree.ranks, described["rollup"]["temperatures"], {}, {}).scaled(
+    temperatures = described["rollup"]["temperatures"]
+    scaled = calibration.RollupCalibration(tree.ranks[-1], tree.ranks, temperatures, {}, {}).scaled(
         heads)
     ids, confidences = tree.predictions(scaled)
     on_device = [rollup.roll_up(tree.ranks, [tree.rank_names[r][i] for r, i in enumerate(row)], conf, thresholds)

@@ -41,3 +41,19 @@ def test_center_window_and_view_same_from_bytes_and_pixels():
     np.testing.assert_array_equal(images.center_window(pixels), pixels[:, 40:160])
     np.testing.assert_array_equal(images.center_window(jpeg)[:, :-1], pixels[:, 40:159])
     np.testing.assert_array_equal(images.decode_center(pixels, 48), images.resize_square(pixels[:, 40:160], 48))
+
+
+@pytest.mark.parametrize("height, width, size", [(900, 1200, 128), (333, 517, 64), (1000, 700, 299), (97, 131, 32),
+                                                 (2000, 3000, 100), (50, 60, 64)])
+def test_a_jpeg_decoded_at_least_a_size_is_what_pillows_draft_decodes(height, width, size):
+    """The SavedModel's decoder against predict's (the builder's): same scale, same IDCT, same pixels."""
+    from tfds_rarespecies import imaging
+
+    rng = np.random.default_rng(height)
+    smooth = np.cumsum(rng.integers(-4, 5, (height, width, 3)), axis=1) % 256
+    stream = io.BytesIO()
+    Image.fromarray(smooth.astype(np.uint8)).save(stream, "JPEG", quality=90)
+    expected = np.asarray(imaging.decode_rgb(stream.getvalue(), min_short_side=size))
+    got = images.decode_jpeg_at_least(tf.constant(stream.getvalue()), size).numpy()
+    assert got.shape == expected.shape and min(got.shape[:2]) >= min(size, height, width)
+    np.testing.assert_array_equal(got, expected)

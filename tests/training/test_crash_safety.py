@@ -11,6 +11,7 @@ import pytest
 
 from tests.training.test_end_to_end import tiny_config
 from trainer.training import callbacks, run_dir, train
+from trainer.training import config as config_lib
 
 
 def _model() -> keras.Model:
@@ -121,8 +122,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_best_checkpoint(tiny_data
     best = (tmp_path / "checkpoints" / "best.weights.h5").read_bytes()
     absurd = dataclasses.replace(sane, model_dir=str(tmp_path / "absurd"), phase1_epochs=0, phase2_epochs=3,
                                  optimizer="sgd", phase2_learning_rate=1e30, lr_schedule="constant")
-    (tmp_path / "absurd").mkdir()
-    (tmp_path / "absurd" / "checkpoints").mkdir()
+    (tmp_path / "absurd" / "checkpoints").mkdir(parents=True)  # this command's run, resumed with a best checkpoint
+    (tmp_path / "absurd" / "flags.txt").write_text(config_lib.flagfile_text(absurd))
     (tmp_path / "absurd" / "checkpoints" / "best.weights.h5").write_bytes(best)
     with pytest.raises(callbacks.NonFiniteLossError, match=r"became nan in phase2 epoch 1 step \d+: lower "
                                                            r"--phase2_learning_rate") as raised:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-import pipelines  # registers BackboneScaling, which model.keras names
+import pipelines  # registers the classes model.keras files written before 2026-12-06 name
 from tests.conftest import free_ports
 from trainer.training import config as config_lib
 
@@ -152,8 +152,8 @@ def test_multi_worker_on_two_local_processes_completes(tiny_data_dir, tmp_path):
     assert [len(pd.read_csv(tmp_path / "logs" / f"{phase}.csv")) for phase in ("phase1", "phase2")] == [1, 1]
     # The worker saved into workertemp_1 and deleted it; nothing else in model_dir is not the chief's.
     assert {path.name for path in tmp_path.iterdir()} <= {
-        "flags.txt", "checkpoints", "backup", "logs", "tensorboard", "model.keras", "labels.json", "metrics.json",
-        "calibration.json", "taxonomy.tsv"}
+        "flags.txt", "trained_on.json", ".lock", "checkpoints", "backup", "logs", "tensorboard", "model.keras",
+        "labels.json", "metrics.json", "calibration.json", "taxonomy.tsv"}
     assert not [path for path in tmp_path.rglob("*") if "workertemp" in path.name or path.name.endswith(".partial")]
     assert not [path for path in (tmp_path / "backup").rglob("*") if path.is_file()]
     # Both workers evaluated the same model on the same (whole) splits.
@@ -195,3 +195,23 @@ def test_multi_worker_run_killed_mid_phase_resumes_from_the_chiefs_backup(tiny_d
     assert resumed == sorted(set(resumed)) and resumed[-1] == epochs - 1
     assert metrics(tmp_path)["phases"]["phase2"]["epochs"] == len(resumed)
     assert not (tmp_path / "backup" / "phase2").exists() and not list(tmp_path.glob("workertemp*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cached", [False, True], ids=["images", "cached_features"])
+def test_three_replicas_with_splits_smaller_than_the_global_batch(tiny_data_dir, tmp_path, cached):
+    """3 replicas x 4 = 12 images a global batch; the tiny validation and test splits hold 8 each, so every
+    evaluation step is uneven across the replicas. oneDNN stays on (as a user has it): its CPU kernels refuse the
+    empty per-replica batch an uneven step used to give a replica."""
+    env = {key: value for key, value in cpu_env().items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    done = subprocess.run([sys.executable, "-m", "trainer.main", *HEAD_ONLY, "--phase1_epochs=1", "--phase2_epochs=1",
+                           "--unfreeze_layers=-1", "--mixed_precision=mixed_bfloat16",
+                           f"--{'' if cached else 'no'}phase1_cached_features", f"--data_dir={tiny_data_dir}",
+                           f"--model_dir={tmp_path}", "--strategy=mirrored", "--cpu_devices=3", "--batch_size=4"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = metrics(tmp_path)
+    assert results["replicas"] == 3 and results["global_batch_size"] == 12
+    sizes = json.loads((tmp_path / "trained_on.json").read_text())["examples"]
+    assert sizes["validation"] < 12 and sizes["validation"] % 3
+    assert len(pd.read_csv(tmp_path / "logs" / "phase2.csv")) == 1

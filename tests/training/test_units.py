@@ -39,16 +39,14 @@ def test_a_run_resumes_under_a_flag_added_since_only_at_its_default(tmp_path):
     older = "\n".join(line for line in config_lib.flagfile_text(config).splitlines()
                       if not line.startswith("--soft_labels_beta="))
     files.flagfile.write_text(older)
-    train._claim(files, config)
-    assert files.flagfile.read_text() == config_lib.flagfile_text(config)  # rewritten with the new flag
-    files.flagfile.write_text(older)
+    train.check_claim(files, config)  # the same run: no refusal
     with pytest.raises(ConfigError, match=r"other flags \(now --soft_labels_beta=2.0\)"):
-        train._claim(files, dataclasses.replace(config, soft_labels_beta=2.0))
+        train.check_claim(files, dataclasses.replace(config, soft_labels_beta=2.0))
     with pytest.raises(ConfigError, match=r"other flags \(now --deterministic\)"):
-        train._claim(files, dataclasses.replace(config, deterministic=not config.deterministic))
+        train.check_claim(files, dataclasses.replace(config, deterministic=not config.deterministic))
     files.flagfile.write_text(older + "\n--phylum_head=true")
     with pytest.raises(ConfigError, match=r"other flags \(now no --phylum_head\)"):
-        train._claim(files, config)
+        train.check_claim(files, config)
 
 
 # configs/tune_*.flags add the tuner's flags; tests/tuning parses those.
@@ -67,7 +65,7 @@ def test_shipped_flagfiles_parse_and_validate(flagfile, monkeypatch):
     (dict(image_size=16), "--image_size=16 is below mobilenetv2's minimum 32"),
     (dict(weights="/no/such/file.weights.h5"), "--weights=/no/such/file.weights.h5: no such file"),
     (dict(aux_loss_weight=0.3), "--aux_loss_weight=0.3 with --heads=: give other ranks a weight"),
-    (dict(heads=("phylum", "family")), "--aux_loss_weight=0.0 with --heads=phylum,family"),
+    (dict(heads=("phylum", "family"), aux_loss_weight=0.0), "--aux_loss_weight=0.0 with --heads=phylum,family"),
     (dict(heads=("phylum", "order"), aux_loss_weight=0.3), "--heads=phylum,order leaves out --label_rank=family"),
     (dict(heads=("family", "tribe"), aux_loss_weight=0.3), "--heads=family,tribe: tribe is no rank"),
     (dict(label_rank="species", dataset_config="small_128_species_disjoint"),

@@ -77,6 +77,17 @@ class RollupCalibration:
                    {rank: np.asarray(data["correct"][rank], dtype=bool) for rank in ranks},
                    data.get("validation", {}))
 
+    def shortfall(self, target: float) -> str:
+        """One sentence naming the ranks too few validation images were answered at to show `target` precision
+        ("" when none): the roll-up never answers there, rather than claim a precision it could not measure."""
+        needed = rollup.minimum_answers(target)
+        short = [rank for rank in self.ranks if len(self.confidences[rank]) < needed]
+        if not short:
+            return ""
+        return (f"the calibration holds {len(self.confidences[short[0]])} validation images, and a precision of "
+                f"{target:g} shows only on at least {needed} answers at a rank (the rule of three), so the roll-up "
+                f"never answers at {', '.join(short)}: calibrate on a larger validation split")
+
     def to_json(self) -> dict:
         return {"label_rank": self.label_rank, "ranks": list(self.ranks), "temperatures": dict(self.temperatures),
                 "validation": dict(self.validation),

@@ -23,6 +23,7 @@ A leaf module (numpy, pandas, scikit-learn): predict and the training room may i
 """
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -86,8 +87,9 @@ class Tree:
 
 def label_tree(label_names: Mapping[str, Sequence[str]], taxonomy) -> Tree:
     """The tree of a model whose label_names (head -> names) list its label rank first, in the taxonomy it
-    was trained on (a tfds_rarespecies.labels.Taxonomy, or anything with its ancestors(rank) and names(rank)): phylum down to that rank (the ranks above it every label has: taxonomy.ancestors), each
-    rank's ids indexing the head's names, or the taxonomy's names where the rank has no head."""
+    was trained on (a tfds_rarespecies.labels.Taxonomy, or anything with its ancestors(rank) and names(rank)):
+    phylum down to that rank (the ranks above it every label has: taxonomy.ancestors), each rank's ids indexing
+    the head's names, or the taxonomy's names where the rank has no head."""
     label_rank = next(iter(label_names))
     ancestors = taxonomy.ancestors(label_rank)
     ranks = (*ancestors.columns, label_rank)
@@ -193,14 +195,22 @@ def rollup_outcomes(ids: np.ndarray, confidences: np.ndarray, truth: np.ndarray,
                              for rank, chosen in at.items()}}
 
 
+def minimum_answers(target: float) -> int:
+    """The fewest answers that can show a precision of `target`: with n answers all right, the one-sided 95%
+    lower bound on precision is about 1 - 3/n (the rule of three), so fewer than 3 / (1 - target) answers
+    cannot tell `target` from chance luck, and 100% can never be shown."""
+    return math.inf if target >= 1 else math.ceil(3 / (1 - target) - 1e-9)
+
+
 def precision_threshold(confidences: np.ndarray, correct: np.ndarray, target: float) -> float:
     """The smallest confidence threshold at which the answers at or above it are right at least `target` of
-    the time (inf when none is: the rank is never answered)."""
+    the time and are at least minimum_answers(target) (inf when none is: the rank is never answered)."""
     correct = np.asarray(correct, dtype=bool)
     if not correct.any():
         return float("inf")
     precision, _, thresholds = skm.precision_recall_curve(correct, confidences)
-    reaching = thresholds[precision[:-1] >= target]
+    answered = len(confidences) - np.searchsorted(np.sort(confidences), thresholds, side="left")
+    reaching = thresholds[(precision[:-1] >= target) & (answered >= minimum_answers(target))]
     return float(reaching.min()) if len(reaching) else float("inf")
 
 

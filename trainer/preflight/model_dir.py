@@ -58,7 +58,7 @@ def check(config: Config) -> Result:
     except OSError as error:
         return fail("model_dir", f"--model_dir={config.model_dir} is not writable: cannot create a file in {where} "
                                  f"({error.strerror}): choose a writable --model_dir or fix its permissions")
-    train._claim(files, config, writes=False)  # flags of another run: trainer.main's one-line refusal
+    train.check_claim(files, config)  # another run in model_dir: trainer.main's one-line refusal
     need, free = checkpoint_bytes(config), shutil.disk_usage(where).free
     space = f"{free / GIB:.1f} GiB free on {where}, the run's weight files need about {need / GIB:.2f} GiB"
     if free < need:

@@ -55,6 +55,7 @@ from trainer.cli import field
 from trainer.numbers import calibration, rollup
 from trainer.serving import litert, predictors, trained_model
 from trainer.training import calibration_file
+from trainer.training.run_dir import RunFiles
 
 OUTPUT_SUFFIXES = ("", ".csv", ".json")
 ROLLUP_COLUMNS = ("rollup_rank", "rollup_name", "rollup_probability")
@@ -291,16 +292,18 @@ class PredictError(cli.UserError):
 class PredictSettings:
     """The predict command's flags (the files, folders and globs follow them)."""
 
-    model_dir: str = field("", "Run directory holding model.keras and labels.json.")
-    top_k: int = field(trained_model.DEFAULT_TOP_K, "Names at the model's label rank listed per image.", lower=1)
-    output: str = field("", "A .csv or .json file to write; empty = a table on stdout.")
+    model_dir: str = field("", "Run directory holding model.keras and labels.json.", group="run", path=True)
+    top_k: int = field(trained_model.DEFAULT_TOP_K, "Names at the model's label rank listed per image.", lower=1,
+                       group="answers")
+    output: str = field("", "A .csv or .json file to write; empty = a table on stdout.", group="outputs", path=True)
     backend: str = predictors.backend_field()
     quantize: str = predictors.quantize_field()
     threads: int = predictors.threads_field()
-    batch_size: int = field(DEFAULT_BATCH_SIZE, "Images per model call.", lower=1)
+    batch_size: int = field(DEFAULT_BATCH_SIZE, "Images per model call.", lower=1, group="backend")
     rollup_precision: float = field(0.0, "Roll-up: also answer each image at the deepest rank whose calibrated "
                                     "confidence reaches the threshold giving this precision on validation (the "
-                                    "run's calibration.json), e.g. 0.95; 0 = off.", lower=0.0, upper=1.0)
+                                    "run's calibration.json), e.g. 0.95; 0 = off.", lower=0.0, upper=1.0,
+                                    group="answers")
 
 
 def run(settings: PredictSettings, inputs: Sequence[str]) -> None:
@@ -313,6 +316,9 @@ def run(settings: PredictSettings, inputs: Sequence[str]) -> None:
     if pathlib.Path(output).suffix.lower() not in OUTPUT_SUFFIXES:
         raise PredictError(f"--output={output}: unknown suffix; use a .csv or .json file, or leave it out for a "
                            "table")
+    if output and RunFiles(pathlib.Path(settings.model_dir).expanduser()).owns(pathlib.Path(output).expanduser()):
+        raise PredictError(f"--output={output} is a file of the run in --model_dir={settings.model_dir}, which "
+                           "predict never overwrites: write the predictions elsewhere")
     files, unmatched, expanded = collect_files(inputs)
     for miss in unmatched:
         print(miss.line(), file=sys.stderr)
@@ -321,9 +327,10 @@ def run(settings: PredictSettings, inputs: Sequence[str]) -> None:
     predictor = predictors.open_predictor(settings.model_dir, settings.backend, settings.quantize, settings.threads)
     answering = Answering.of(predictor)
     if settings.rollup_precision:
-        answering = answering.rolling_up(calibration_file.read_matching(settings.model_dir, answering.tree,
-                                                                   predictor.label_names),
-                                         settings.rollup_precision)
+        calibrated = calibration_file.read_matching(settings.model_dir, answering.tree, predictor.label_names)
+        if calibrated.shortfall(settings.rollup_precision):
+            print(f"{PROGRAM}: note: {calibrated.shortfall(settings.rollup_precision)}", file=sys.stderr)
+        answering = answering.rolling_up(calibrated, settings.rollup_precision)
     predictions, skipped = predict_files(predictor, files, settings.top_k, settings.batch_size, settings.threads,
                                          progress=expanded, answering=answering)
     if not predictions:

@@ -11,8 +11,9 @@ export_saved_model writes it (export.py is the command) with the endpoints
 both returning names (string: the label rank's, e.g. families or species), phyla (string) and probabilities
 (float32), each [batch, top_k], surest first, from the label rank's own head; the export command adds the
 tree-consistent answer and the roll-up predict gives, computed in the graph (savedmodel_rollup.py). A reloaded
-export answers exactly like the in-memory model. The exported decoder is TensorFlow's: it ignores EXIF
-orientation and drops transparency, where `predict` decodes with tfds_rarespecies.imaging.
+export answers exactly like the in-memory model. The exported decoder is TensorFlow's, at the scale and with the
+IDCT Pillow uses (pipelines.images.decode_jpeg_at_least), so a JPEG gives the pixels predict decodes
+(tfds_rarespecies.imaging); unlike predict it ignores EXIF orientation and drops transparency.
 """
 
 import pathlib
@@ -20,6 +21,7 @@ import pathlib
 import keras
 import tensorflow as tf
 
+from pipelines import images as pipeline_images
 from trainer.serving.trained_model import DEFAULT_TOP_K, TrainedModel, center_square
 
 EXPORT_DIR_NAME = "saved_model"
@@ -49,7 +51,8 @@ class ServingModel:
         size = self.trained.input_size
 
         def decode(data):
-            pixels = tf.io.decode_image(data, channels=3, expand_animations=False)
+            pixels = tf.cond(tf.io.is_jpeg(data), lambda: pipeline_images.decode_jpeg_at_least(data, size),
+                             lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
             return center_square(pixels[None], size)[0]
 
         views = tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))

@@ -76,7 +76,8 @@ class TreeOutputs:
                 log_scores += tf.gather(log_probabilities, paths[:, rank_index], axis=1)
         leaves = tf.nn.softmax(log_scores, axis=1)
         ids = tf.gather(tf.constant(paths, tf.int64), tf.argmax(leaves, axis=1, output_type=tf.int64))
-        confidences = [tf.gather(leaves @ tf.constant(rollup.membership(paths[:, rank], len(names))), ids[:, rank], batch_dims=1)
+        confidences = [tf.gather(leaves @ tf.constant(rollup.membership(paths[:, rank], len(names))), ids[:, rank],
+                                 batch_dims=1)
                        for rank, names in enumerate(self.tree.rank_names)]
         return ids, tf.stack(confidences, axis=1)
 

@@ -1,6 +1,6 @@
-"""<model_dir>/calibration.json (trainer.numbers.calibration.RollupCalibration): what the roll-up needs at predict time, fitted on the validation split and stored
-with the model, so `trainer.predict --rollup_precision=P` chooses its per-rank thresholds for any P without the
-dataset.
+"""<model_dir>/calibration.json (trainer.numbers.calibration.RollupCalibration): what the roll-up needs at
+predict time, fitted on the validation split and stored with the model, so `trainer.predict
+--rollup_precision=P` chooses its per-rank thresholds for any P without the dataset.
 
     {"label_rank": "family", "ranks": ["phylum", "class", "order", "family"],
      "temperatures": {head: T},                       one per head in the tree (calibration.fit_temperature)
@@ -48,7 +48,8 @@ def read(model_dir: str | pathlib.Path) -> calibration.RollupCalibration | None:
                                    f"--model_dir={model_dir} --rollup_precision=0.95`") from None
 
 
-def read_matching(model_dir: str | pathlib.Path, tree: rollup.Tree, heads: Sequence[str]) -> calibration.RollupCalibration:
+def read_matching(model_dir: str | pathlib.Path, tree: rollup.Tree,
+                  heads: Sequence[str]) -> calibration.RollupCalibration:
     """The run's calibration.json for the roll-up of the model with that tree and those heads; one
     CalibrationFileError line when it is missing or belongs to another model."""
     write_it = (f"write it with `python -m trainer.evaluate --model_dir={model_dir} --rollup_precision=0.95` "

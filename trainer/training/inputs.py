@@ -53,11 +53,30 @@ def dataset(strategy: tf.distribute.Strategy, cfg: pipelines.InputConfig, split:
     per-replica batches to the replicas in turn, so a split smaller than two batches starts with an uneven step,
     from which Keras 3 cannot build a model (it averages the first batch across replicas). Several workers must
     use it (each reads only its shard; a worker out of evaluation data steps on empty batches until all are),
-    and build from their first local batch instead (distribute.patch_keras_multi_worker).
+    and build from their first local batch instead (distribute.patch_keras_multi_worker). Evaluation batches
+    on one machine are evened out across the replicas (even_across_replicas).
     """
     if pipelines.num_workers(strategy) > 1:
         return pipelines.distributed_dataset(strategy, cfg, split, training)
-    return pipelines.make_dataset(cfg, split, training, strategy=strategy)
+    batches = pipelines.make_dataset(cfg, split, training, strategy=strategy)
+    return batches if training else even_across_replicas(batches, strategy.num_replicas_in_sync)
+
+
+def even_across_replicas(batches: tf.data.Dataset, replicas: int) -> tf.data.Dataset:
+    """Each evaluation batch grown to a multiple of the replicas by repeating its first examples, so no replica
+    gets an empty or a smaller share: a split's last batch (or a split smaller than the global batch) would
+    otherwise leave a replica with an empty batch, which Keras cannot build from (uneven shapes do not average)
+    and oneDNN's CPU kernels refuse. At most replicas - 1 examples a split count twice in the per-epoch
+    validation figures; the run's final figures (train.py's plain loop) see every example once."""
+    if replicas == 1:
+        return batches
+
+    def even(*batch):
+        count = tf.shape(tf.nest.flatten(batch)[0])[0]
+        rows = tf.range(count + (-count) % replicas) % count
+        return tf.nest.map_structure(lambda values: tf.gather(values, rows), batch)
+
+    return batches.map(even, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def embedding_dataset(features: pipelines.Features, cfg: pipelines.InputConfig, split: str, global_batch_size: int,

@@ -2,6 +2,9 @@
 
 model_dir/
   flags.txt                      the resolved flags (a flagfile reproducing the run)
+  trained_on.json                what the run was trained on: the dataset, its split sizes and each split's
+                                 digest, the weights' identity; a rerun on anything else is refused
+  .lock                          held (fcntl) by the one process writing the run; names its pid and host
   checkpoints/best.weights.h5    best validation macro-F1 over all phases so far
   backup/<phase>/                BackupAndRestore state while a phase runs (removed when it completes), kept
                                  double; an unreadable one is set aside as backup/<phase>.unreadable-<time>
@@ -25,13 +28,22 @@ rename), except the resume state, which Keras writes itself and keeps double (th
 """
 
 import dataclasses
+import fcntl
 import json
 import os
 import pathlib
 import shutil
+import socket
 from collections.abc import Callable, Sequence
 
 import pandas as pd
+
+from trainer import cli
+
+# The names directly in model_dir that a run and its commands write (files and folders).
+RUN_NAMES = ("flags.txt", "trained_on.json", "checkpoints", "backup", "logs", "tensorboard", "model.keras",
+             "labels.json", "taxonomy.tsv", "failure.json", "metrics.json", "calibration.json", "eval",
+             "saved_model", "litert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +55,32 @@ class RunFiles:
     @property
     def flagfile(self) -> pathlib.Path:
         return self.model_dir / "flags.txt"
+
+    @property
+    def trained_on(self) -> pathlib.Path:
+        return self.model_dir / "trained_on.json"
+
+    @property
+    def lock(self) -> pathlib.Path:
+        return self.model_dir / ".lock"
+
+    def owns(self, path: pathlib.Path) -> bool:
+        """Whether path is one of the run's own files or inside one of its folders (what another command's
+        output must never overwrite)."""
+        try:
+            relative = path.resolve().relative_to(self.model_dir.resolve())
+        except ValueError:
+            return False
+        top = relative.parts[0] if relative.parts else ""
+        return top in RUN_NAMES or top.startswith(("workertemp_", "."))
+
+    def run_files_present(self) -> list[str]:
+        """The names in model_dir but the lock and the workers' scratch folders: what a start must not adopt
+        without flags.txt."""
+        if not self.model_dir.is_dir():
+            return []
+        return sorted(path.name for path in self.model_dir.iterdir()
+                      if path != self.lock and not path.name.startswith("workertemp_"))
 
     @property
     def best_weights(self) -> pathlib.Path:
@@ -108,6 +146,40 @@ class RunFiles:
         return json.loads(marker.read_text()) if marker.exists() else None
 
 
+class RunLockedError(OSError):
+    """Another live process holds the folder's lock; the message names it (pid and host)."""
+
+
+class FolderLock:
+    """An exclusive lock on a folder while one process writes it: an fcntl lock on <folder>/.lock, which the
+    operating system releases when the process ends however it ends, so a dead holder's lock is simply taken
+    over. The holder writes its pid and host into the file for the refusal a second process prints."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path, self._file = path, None
+
+    def __enter__(self) -> "FolderLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunLockedError(f"{self.path.parent} is being written by {holder}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()  # closing releases the lock; the file stays, empty of meaning until locked again
+        self._file = None
+
+
 def write_atomically(path: pathlib.Path, text: str) -> None:
     """Writes text so that a reader (another worker, a resumed run) sees the old file or the whole new one."""
     replace_atomically(path, lambda partial: partial.write_text(text))
@@ -130,12 +202,29 @@ def replace_atomically(path: pathlib.Path, write: Callable[[pathlib.Path], objec
         raise
 
 
-def replace_folder(target: pathlib.Path, write: Callable[[pathlib.Path], object]) -> pathlib.Path:
+class NotOursError(cli.UserError):
+    """A folder the product would replace but did not write; the message is the one line shown."""
+
+
+# The file that marks a folder as written by this project, naming the writer: only such a folder is ever
+# replaced or deleted, whatever --overwrite says.
+OWNER_MARKER = ".written-by-rare-species"
+
+
+def replace_folder(target: pathlib.Path, write: Callable[[pathlib.Path], object],
+                   writer: str = "rare-species") -> pathlib.Path:
     """The folder version: write(temporary folder) fills a sibling of target, which then takes target's place
-    (the old folder removed first: a kill between the two leaves the new one whole under its temporary name)."""
+    (the old folder removed first: a kill between the two leaves the new one whole under its temporary name).
+    The new folder is marked as written by `writer`; an existing target without that mark (a user's folder,
+    a file) is refused in one line and left untouched."""
+    if target.exists() and not (target / OWNER_MARKER).is_file():
+        kind = "folder" if target.is_dir() else "file"
+        raise NotOursError(f"{target} is a {kind} this project did not write (no {OWNER_MARKER} in it), so it is "
+                           "never replaced, even with --overwrite: choose a new folder, or remove it yourself")
     partial = _partial(target)
     shutil.rmtree(partial, ignore_errors=True)
     write(partial)
+    (partial / OWNER_MARKER).write_text(f"written by {writer}\n")
     if target.exists():
         shutil.rmtree(target)
     os.replace(partial, target)

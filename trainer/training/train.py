@@ -6,7 +6,8 @@ A run is a sequence of phases, each with a fresh optimizer and its own warmup + 
   oversample  optional: families under --oversample_f1_threshold validation F1 are drawn more often.
 Each phase starts from the best checkpoint so far (validation macro-F1) and leaves a done-marker, so rerunning
 an interrupted command skips finished phases and BackupAndRestore resumes the unfinished one mid-way. At the
-end the best checkpoint is evaluated on the validation and test splits with the one metric definition
+end the best checkpoint is evaluated on the validation and test splits (test once: the run's final figure;
+not at all with an empty --test_split, as in the tuner's trials) with the one metric definition
 (trainer/numbers/metrics.py, what trainer.evaluate reports too) and saved with its label names.
 
 Under MultiWorkerMirroredStrategy every worker runs this same code on a shared model_dir: only the chief
@@ -14,7 +15,9 @@ writes the run's files, the others save into a scratch directory they delete (tr
 choice that decides which collective ops run next is the chief's, agreed with distribute.agree.
 """
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import pathlib
 import shutil
@@ -26,10 +29,10 @@ import tensorflow as tf
 
 import pipelines
 from trainer.numbers import calibration, metrics, rollup
-from trainer.training import calibration_file, distribute, inputs, models, objectives, schedules
+from trainer.training import calibration_file, distribute, input_wait, inputs, models, objectives, schedules
 from trainer.training import callbacks as callbacks_lib
 from trainer.training.config import Config, ConfigError, flagfile_text, validate
-from trainer.training.run_dir import RunFiles, replace_atomically, write_atomically
+from trainer.training.run_dir import FolderLock, RunFiles, RunLockedError, replace_atomically, write_atomically
 
 PHASES = ("phase1", "phase2", "oversample")
 
@@ -50,7 +53,9 @@ def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
     extra_callbacks: added to every phase's fit (e.g. a tuner's pruning callback).
     on_epoch_end: called after every epoch as on_epoch_end(epoch, val_macro_f1), epochs numbered across phases
       from 1; an exception it raises (e.g. optuna.TrialPruned) ends the run.
-    Raises ConfigError (one line for the user) on a contradictory config or a dataset that is not built.
+    Raises ConfigError (one line for the user) on a contradictory config, a dataset that is not built, weights
+    that cannot be loaded, a model_dir another process is writing or that holds another run. Everything
+    checkable is checked before the first file of the run is written, so a corrected command starts cleanly.
     """
     validate(config)
     distribute.split_cpu(config.cpu_devices)
@@ -62,13 +67,29 @@ def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
     distribute.check_supported(strategy, config.jit_compile)
     info = inputs.dataset_info(config)
     files = RunFiles(pathlib.Path(config.model_dir).expanduser())
-    _claim(files, config, writes=distribute.is_chief(strategy))
+    chief = distribute.is_chief(strategy)
+    try:
+        # Only the chief writes the run's files; the other workers of a cluster share its model_dir.
+        with FolderLock(files.lock) if chief else contextlib.nullcontext():
+            return _run_locked(config, strategy, info, files, (extra_callbacks, on_epoch_end))
+    except RunLockedError as error:
+        raise ConfigError(f"--model_dir={config.model_dir}: {error}: wait for it to finish or stop it; rerunning "
+                          "the same command then resumes the run") from None
+
+
+def _run_locked(config: Config, strategy: tf.distribute.Strategy, info: pipelines.DatasetInfo, files: RunFiles,
+                hooks: tuple) -> dict:
+    """The run itself, once this process holds model_dir: checks, then the first files, then the phases."""
+    record = trained_on(config, info)
+    check_claim(files, config, record)
     _set_numerics(config)
     cfg = inputs.input_config(config)
     with strategy.scope():
-        classifier = models.build_classifier(config, pipelines.model_front_layers(cfg),
-                                             {rank: len(info.names[rank]) for rank in config.head_ranks})
-    trainer = _Trainer(config, strategy, files, classifier, info, extra_callbacks, on_epoch_end)
+        classifier = _build_classifier(config, cfg, info)
+    if distribute.is_chief(strategy):
+        write_atomically(files.flagfile, flagfile_text(config))
+        write_atomically(files.trained_on, json.dumps(record, indent=1))
+    trainer = _Trainer(config, strategy, files, classifier, info, *hooks)
     trainer.run_phase(Phase("phase1", config.phase1_epochs, config.phase1_learning_rate, 0,
                             cached=config.phase1_cached_features), cfg)
     trainer.run_phase(Phase("phase2", config.phase2_epochs, config.phase2_learning_rate, config.unfreeze_layers),
@@ -83,22 +104,71 @@ def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
     return results
 
 
-def _claim(files: RunFiles, config: Config, writes: bool = True) -> None:
-    """Writes flags.txt, or checks that the run already in model_dir had the same flags (a resume).
+def _build_classifier(config: Config, cfg: pipelines.InputConfig, info: pipelines.DatasetInfo) -> models.Classifier:
+    """The model, its backbone's weights loaded; weights that cannot be had (no network for imagenet, a file
+    that is not the backbone's weights) are one line. Keras reports a failed download as a bare Exception."""
+    try:
+        return models.build_classifier(config, pipelines.model_front_layers(cfg),
+                                       {rank: len(info.names[rank]) for rank in config.head_ranks})
+    except Exception as error:  # noqa: BLE001 (the weights' loaders raise Exception, OSError, ValueError)
+        if config.weights == "none":
+            raise
+        detail = " ".join(str(error).split())[:200] or type(error).__name__
+        raise ConfigError(f"--weights={config.weights}: the {config.backbone} weights could not be loaded "
+                          f"({detail}); with no network pass a local file (--weights=PATH, a .weights.h5 of the "
+                          "same backbone without top) or --weights=none") from None
 
-    writes: False on the non-chief workers of a multi-worker run, which only check. The chief writes the file
-    atomically, so a worker sees no file or the whole of it, never a truncated one it would take for other flags.
-    A flag the earlier run's file does not name (added by a later version) counts as the same when it is at its
-    default, which is what that run trained with; the file is then rewritten with it.
+
+def trained_on(config: Config, info: pipelines.DatasetInfo) -> dict:
+    """What a run is trained on, recorded in trained_on.json: the dataset (name/config/version), its split
+    sizes and the build's digest of each split's file names, and the identity of the starting weights (a
+    file's sha256, or imagenet / none)."""
+    weights = config.weights
+    if weights not in ("imagenet", "none"):
+        path = pathlib.Path(weights).expanduser()
+        weights = f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}" if path.is_file() else weights
+    return {"dataset": info.full_name, "examples": dict(sorted(info.num_examples.items())),
+            "split_digests": dict(sorted(info.split_digests.items())), "weights": weights}
+
+
+def check_claim(files: RunFiles, config: Config, record: dict | None = None) -> None:
+    """Refuses, in one line, to start or continue a run in model_dir unless it is this one: files of a run
+    without flags.txt, a run with other flags, or one trained on another dataset, other splits or other weights
+    (record: trained_on's; None skips that check). Writes nothing.
+
+    A flag the earlier run's flags.txt does not name (added by a later version) counts as the same when it is at
+    its default, which is what that run trained with; the file is then rewritten with it. A run from before
+    trained_on.json was written has its record written now.
     """
-    text = flagfile_text(config)
-    if files.flagfile.exists() and files.flagfile.read_text() != text:
-        changed = _changed_flags(files.flagfile.read_text(), text)
-        if changed:
-            raise ConfigError(f"--model_dir={config.model_dir} holds a run with other flags (now {changed}): use "
-                              f"a new --model_dir, or delete {files.model_dir} to start over")
-    if writes:
-        write_atomically(files.flagfile, text)
+    start_over = f"use a new --model_dir, or delete {files.model_dir} to start over"
+    if not files.flagfile.exists():
+        present = files.run_files_present()
+        if present:
+            raise ConfigError(f"--model_dir={config.model_dir} holds files ({', '.join(present[:3])}) but no "
+                              f"flags.txt, so no run of trainer.main this command could continue: {start_over}")
+        return
+    changed = _changed_flags(files.flagfile.read_text(), flagfile_text(config))
+    if changed:
+        raise ConfigError(f"--model_dir={config.model_dir} holds a run with other flags (now {changed}): "
+                          f"{start_over}")
+    if record is not None and files.trained_on.exists():
+        differs = _record_changes(json.loads(files.trained_on.read_text()), record)
+        if differs:
+            raise ConfigError(f"--model_dir={config.model_dir} was trained on something else ({differs}): rebuild "
+                              f"the dataset as it was or restore the weights, or {start_over}")
+
+
+def _record_changes(old: dict, new: dict) -> str:
+    """What differs between two trained_on records, in words ("" if nothing); digests absent from a record
+    (a dataset built before the build report held them) are not compared."""
+    changes = [f"{key} {old.get(key)} -> now {new[key]}" for key in ("dataset", "weights")
+               if old.get(key) != new[key]]
+    changes += [f"{split} split of {old['examples'].get(split)} -> now {count} examples"
+                for split, count in new["examples"].items() if old.get("examples", {}).get(split, count) != count]
+    old_digests = old.get("split_digests", {})
+    changes += [f"the {split} split's files" for split, digest in new["split_digests"].items()
+                if old_digests.get(split, digest) != digest]
+    return "; ".join(changes)
 
 
 def _changed_flags(old_text: str, new_text: str) -> str:
@@ -196,12 +266,13 @@ class _Trainer:
         # Every worker must checkpoint at the same epochs: the same threshold, the chief's.
         [best_before] = self._agree(callbacks_lib.best_logged(self.files.history(PHASES), self.monitor))
         self._clear_scratch()
-        fit_model.fit(train, validation_data=validation, epochs=phase.epochs, steps_per_epoch=steps, shuffle=False,
-                      callbacks=callbacks_lib.phase_callbacks(self.files, callbacks_lib.PhaseRules(
+        wait = input_wait.InputWait(phase.name, self.files.csv_log(phase.name))
+        fit_model.fit(wait.probed(train), validation_data=validation, epochs=phase.epochs, steps_per_epoch=steps,
+                      shuffle=False, callbacks=callbacks_lib.phase_callbacks(self.files, callbacks_lib.PhaseRules(
                           phase.name, self.monitor, checkpoint=not phase.cached,
                           constant_rate=config.lr_schedule == "constant", patience=config.early_stopping_patience,
                           plateau_patience=config.plateau_patience, best_so_far=best_before,
-                          first_step=self.epochs_done), self.hooks))
+                          first_step=self.epochs_done, input_wait=wait), self.hooks))
         if phase.cached:
             # The head trained alone; early stopping restored its best epoch, which the full model now holds.
             best_now = callbacks_lib.best_logged(self.files.history([phase.name]), self.monitor)
@@ -219,9 +290,11 @@ class _Trainer:
         batches = []
         for split, training in ((config.train_split, True), (config.validation_split, False)):
             features = pipelines.cached_features(self.classifier.embedder, weights_id, cfg, split, cache_dir)
-            batches.append(inputs.embedding_dataset(features, cfg, config.train_split, self.global_batch_size,
-                                                    training))
-        return self.classifier.head, *batches
+            split_batches = inputs.embedding_dataset(features, cfg, config.train_split, self.global_batch_size,
+                                                     training)
+            batches.append(split_batches if training else
+                           inputs.even_across_replicas(split_batches, self.strategy.num_replicas_in_sync))
+        return self.classifier.head_trainer, *batches
 
     def _compile(self, model: keras.Model, rate, one_hot_labels: bool) -> None:
         """Compiles under the strategy (metrics and optimizer make their variables there)."""
@@ -301,11 +374,11 @@ class _Trainer:
         """Evaluates the best checkpoint on validation and test (trainer/numbers/metrics.py, the numbers
         trainer.evaluate reports), saves the serving model, labels and metrics."""
         config, files = self.config, self.files
-        every_head = dict(zip(("validation", "test"), self._predict_best(
-            [config.validation_split, config.test_split], inputs.input_config(config), every_head=True)))
+        # An empty --test_split (the tuner's trials) leaves test unread: model selection never sees it.
+        splits = {"validation": config.validation_split, **({"test": config.test_split} if config.test_split else {})}
+        every_head = dict(zip(splits, self._predict_best(list(splits.values()), inputs.input_config(config),
+                                                         every_head=True)))
         evaluated = {split: (ids, heads[config.label_rank]) for split, (ids, heads) in every_head.items()}
-        names = self.info.names[config.label_rank]
-        test_f1, test_support = metrics.per_class_f1(*_ids(evaluated["test"]), len(names))
         # Every worker saves (saving may run collective ops); only the chief's copy is kept.
         replace_atomically((self.scratch or files).model, self.classifier.serving.save, suffix=".keras")
         self._clear_scratch()
@@ -321,8 +394,7 @@ class _Trainer:
             "best_val_macro_f1": callbacks_lib.best_logged(files.history(PHASES), self.monitor),
             **{name: metrics.headline_metrics(*pair) for name, pair in evaluated.items()},
             "label_rank": config.label_rank,
-            f"test_f1_per_{config.label_rank}": {name: float(score) for name, score, count in
-                                                 zip(names, test_f1, test_support) if count},
+            **_final_test(config, evaluated.get("test"), self.info.names[config.label_rank]),
             "phases": {phase: done for phase in PHASES if (done := files.read_done(phase))},
             "strategy": distribute.public_name(self.strategy),
             "replicas": self.strategy.num_replicas_in_sync,
@@ -339,6 +411,16 @@ class _Trainer:
         return results
 
 
+def _final_test(config: Config, evaluated: tuple[np.ndarray, np.ndarray] | None, names: Sequence[str]) -> dict:
+    """The test split's per-label F1, labelled as the run's final test (none when test was not read)."""
+    if evaluated is None:
+        return {}
+    test_f1, test_support = metrics.per_class_f1(*_ids(evaluated), len(names))
+    return {"final_test_split": config.test_split,
+            f"test_f1_per_{config.label_rank}": {name: float(score) for name, score, count in
+                                                 zip(names, test_f1, test_support) if count}}
+
+
 def _ids(evaluated: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(true ids, predicted ids) from (true ids, probabilities)."""
     labels, probabilities = evaluated
@@ -352,11 +434,12 @@ def summary_table(results: dict) -> str:
     for phase, summary in results["phases"].items():
         best = summary["best_val_macro_f1"]
         lines.append(f"{phase:<12}{summary['epochs']:>8}{'-' if best is None else f'{best:.4f}':>20}")
-    names = list(results["test"])
+    names = list(results["validation"])
     width = max(len(name) for name in names) + 2
     lines.append("")
     lines.append(f"{'split':<12}" + "".join(f"{name:>{width}}" for name in names))
-    for split in ("validation", "test"):
-        lines.append(f"{split:<12}" + "".join(f"{results[split][name]:>{width}.4f}" for name in names))
+    for split, label in (("validation", "validation"), ("test", "final test")):
+        if split in results:
+            lines.append(f"{label:<12}" + "".join(f"{results[split][name]:>{width}.4f}" for name in names))
     lines.append(f"model: {results['paths']['model']}")
     return "\n".join(lines)
