@@ -53,7 +53,10 @@ def quiet_native_logs() -> None:
     TF_CPP_MIN_LOG_LEVEL=3 quiets what TensorFlow logs later, but not the lines printed while it is imported,
     before absl's logging is initialised (tensorflow/tensorflow#100442): those are dropped from file
     descriptor 2 during the import; anything else printed there (a warning, an import error) is passed on.
+    Ctrl-C until `run` calls the command (imports, flag parsing: nothing written yet) ends in one line, status 130.
     """
+    if _command().startswith("trainer."):  # a command starting, not a module a test or notebook imports
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -323,6 +326,7 @@ def run(program: str, main: Callable, *settings_types, positional: bool = False,
         settings = [from_flags(flags.FLAGS, settings_type) for settings_type in settings_types]
         if interrupted:
             signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is the command's to handle
         try:
             status = main(*settings, *([argv[1:]] if positional else []))
         except (UserError, *errors) as error:
@@ -349,6 +353,16 @@ def _drop_library_notes(record) -> bool:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C."""
+
+
+def _command() -> str:
+    """The module run as `python -m NAME` ("" when none)."""
+    return getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", "") or ""
+
+
+def _interrupted_while_starting(signum, frame):
+    print(f"{_command()}: interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _raise_interrupt(signum, frame):

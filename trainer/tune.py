@@ -30,6 +30,7 @@ from trainer import cli
 
 cli.quiet_native_logs()
 
+from trainer.training import run_dir  # noqa: E402
 from trainer.training.config import Config  # noqa: E402  (after the log level is set: the tuner imports TensorFlow)
 from trainer.tuning import launcher, outputs, space, storage, study  # noqa: E402
 from trainer.tuning.settings import Settings, check_settings  # noqa: E402
@@ -48,6 +49,7 @@ def run(base: Config, settings: Settings) -> dict:
     check_settings(settings)
     base = study.prepare_base(base, settings)
     study.check_base(base, settings)
+    run_dir.check_folder(settings.study_dir, "--tune_dir")
     settings.study_dir.mkdir(parents=True, exist_ok=True)
     handle = study.open_study(base, settings)
     print(space.describe(settings.search_space), flush=True)

@@ -112,3 +112,42 @@ def test_a_rerun_on_a_rebuilt_dataset_is_refused(finished):
     lines = rerun.stderr.strip().splitlines()
     assert len(lines) == 1 and "trained on something else (the test split's files)" in lines[0]
     assert files.metrics.read_text() == metrics_before
+
+
+def _one_line_error(args: list[str], env: dict | None = None) -> str:
+    done = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env or user_env(), capture_output=True,
+                          text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["main", "tune", "audit"])
+def test_a_file_where_a_folder_is_expected_is_one_line(tiny_data_dir, tmp_path, command):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    args = {"main": ["trainer.main", f"--model_dir={a_file}/run", "--backbone=baseline_cnn", "--weights=none",
+                     f"--data_dir={tiny_data_dir}", "--dataset_config=small_128", "--image_size=32"],
+            "tune": ["trainer.tune", "--flagfile=configs/tune_demo.flags", f"--data_dir={tiny_data_dir}",
+                     "--study_name=s", f"--tune_dir={a_file}", "--n_trials=1"],
+            "audit": ["trainer.audit", f"--data_dir={tiny_data_dir}", "--config=small_128", "--embedder=color_stats",
+                      f"--out={a_file}"]}[command]
+    assert f"{a_file} is a file, not a folder" in _one_line_error(args)
+    assert a_file.read_text() == "mine"
+
+
+def test_a_malformed_tf_config_is_one_line(tmp_path):
+    line = _one_line_error(["trainer.main", f"--model_dir={tmp_path / 'run'}", "--backbone=baseline_cnn",
+                            "--weights=none"], {**user_env(), "TF_CONFIG": '{"cluster": '})
+    assert "TF_CONFIG=" in line and "cannot be read" in line and not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_while_a_command_starts_is_one_line(tmp_path):
+    starting = subprocess.Popen([sys.executable, "-m", "trainer.main", f"--model_dir={tmp_path / 'run'}"], cwd=REPO,
+                                env=user_env(), stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(1.5)  # importing TensorFlow
+    starting.send_signal(signal.SIGINT)
+    lines = starting.communicate(timeout=120)[1].strip().splitlines()
+    assert starting.returncode == 130 and lines == ["trainer.main: interrupted while starting; nothing was written"]
+    assert not (tmp_path / "run").exists()

@@ -1,6 +1,8 @@
 """One audit, end to end: check the settings, open the built dataset, read every split once, embed, score, and
 hand the scores to review.py for the files and the summary."""
 
+import pathlib
+
 import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
@@ -12,6 +14,7 @@ from tfds_rarespecies import splits
 from trainer.auditing import embedders, proposals, review, settings
 from trainer.auditing import scores as audit_scores
 from trainer.auditing.settings import AuditConfig, AuditError
+from trainer.training import run_dir
 
 
 def run(config: AuditConfig, embedder=None) -> pd.DataFrame:
@@ -22,6 +25,7 @@ def run(config: AuditConfig, embedder=None) -> pd.DataFrame:
     Returns every image's scores and reasons (one row per image, in split order), flagged or not.
     """
     settings.validate(config)
+    run_dir.check_folder(pathlib.Path(config.out).expanduser(), "--out")
     builder = _load_builder(config)
     embedder = embedder or embedders.make(config)
     zero_shot = (embedders.ZeroShot(config.zero_shot_model, config.zero_shot_architecture, config.batch_size)

@@ -66,7 +66,13 @@ def multi_worker_requested(name: str) -> bool:
 
 
 def _tf_config_has_cluster() -> bool:
-    return bool(json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster"))
+    raw = os.environ.get("TF_CONFIG") or "{}"
+    try:
+        tf_config = json.loads(raw)
+        return bool(tf_config.get("cluster"))
+    except (ValueError, AttributeError) as error:
+        raise ConfigError(f"TF_CONFIG={' '.join(raw.split())[:120]} cannot be read ({error}): give it a JSON "
+                          "object with cluster and task, or unset it; `python -m trainer.doctor` checks it") from None
 
 
 def scaled_learning_rate(learning_rate: float, global_batch_size: int, rule: str,

@@ -202,6 +202,19 @@ def replace_atomically(path: pathlib.Path, write: Callable[[pathlib.Path], objec
         raise
 
 
+class NotAFolderError(cli.UserError):
+    """A folder the user named is a file, or lies under one; the message is the one line shown."""
+
+
+def check_folder(path: pathlib.Path, flag: str) -> None:
+    """Refuses, in one line, a folder to write that is a file or would have to be made inside one."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise NotAFolderError(f"{flag}={path}: {part} is a file, not a folder: choose another {flag}")
+            return
+
+
 class NotOursError(cli.UserError):
     """A folder the product would replace but did not write; the message is the one line shown."""
 

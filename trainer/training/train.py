@@ -32,7 +32,14 @@ from trainer.numbers import calibration, metrics, rollup
 from trainer.training import calibration_file, distribute, input_wait, inputs, models, objectives, schedules
 from trainer.training import callbacks as callbacks_lib
 from trainer.training.config import Config, ConfigError, flagfile_text, validate
-from trainer.training.run_dir import FolderLock, RunFiles, RunLockedError, replace_atomically, write_atomically
+from trainer.training.run_dir import (
+    FolderLock,
+    RunFiles,
+    RunLockedError,
+    check_folder,
+    replace_atomically,
+    write_atomically,
+)
 
 PHASES = ("phase1", "phase2", "oversample")
 
@@ -67,6 +74,7 @@ def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
     distribute.check_supported(strategy, config.jit_compile)
     info = inputs.dataset_info(config)
     files = RunFiles(pathlib.Path(config.model_dir).expanduser())
+    check_folder(files.model_dir, "--model_dir")
     chief = distribute.is_chief(strategy)
     try:
         # Only the chief writes the run's files; the other workers of a cluster share its model_dir.
