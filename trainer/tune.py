@@ -24,6 +24,7 @@ share), workers/ (worker logs), and at the end trials.csv, history.png, importan
 timeline.png and best.flags.
 """
 
+import socket
 import sys
 
 from trainer import cli
@@ -33,7 +34,7 @@ cli.quiet_native_logs()
 from trainer.training import run_dir  # noqa: E402
 from trainer.training.config import Config  # noqa: E402  (after the log level is set: the tuner imports TensorFlow)
 from trainer.tuning import launcher, outputs, space, storage, study  # noqa: E402
-from trainer.tuning.settings import Settings, check_settings  # noqa: E402
+from trainer.tuning.settings import Settings, TuneError, check_settings  # noqa: E402
 
 PROGRAM = "trainer.tune"
 
@@ -50,7 +51,17 @@ def run(base: Config, settings: Settings) -> dict:
     base = study.prepare_base(base, settings)
     study.check_base(base, settings)
     run_dir.check_folder(settings.study_dir, "--tune_dir")
-    settings.study_dir.mkdir(parents=True, exist_ok=True)
+    # One launcher per study and machine; other machines sharing the folder run their own (and their workers).
+    try:
+        with run_dir.FolderLock(settings.study_dir / f".lock-{socket.gethostname()}"):
+            return _run_study(base, settings)
+    except run_dir.RunLockedError as error:
+        raise TuneError(f"--study_name={settings.study_name}: {error} on this machine: wait for it to finish, "
+                        "or give it more workers next time (--workers, --gpus)") from None
+
+
+def _run_study(base: Config, settings: Settings) -> dict:
+    """The study itself, once this process holds the study's folder on this machine."""
     handle = study.open_study(base, settings)
     print(space.describe(settings.search_space), flush=True)
     if settings.search_space == "head" and not base.phase1_cached_features:

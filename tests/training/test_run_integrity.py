@@ -151,3 +151,20 @@ def test_ctrl_c_while_a_command_starts_is_one_line(tmp_path):
     lines = starting.communicate(timeout=120)[1].strip().splitlines()
     assert starting.returncode == 130 and lines == ["trainer.main: interrupted while starting; nothing was written"]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_second_tuner_of_the_same_study_on_one_machine_is_one_line(tiny_data_dir, tmp_path):
+    study_dir = tmp_path / "tune" / "s"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, socket, sys, time\n"
+        "from trainer.training.run_dir import FolderLock\n"
+        f"with FolderLock(pathlib.Path({str(study_dir)!r}) / f'.lock-{{socket.gethostname()}}'):\n"
+        "    print('held', flush=True); time.sleep(600)\n")], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = _one_line_error(["trainer.tune", "--flagfile=configs/tune_demo.flags", f"--data_dir={tiny_data_dir}",
+                                "--study_name=s", f"--tune_dir={tmp_path / 'tune'}", "--n_trials=1"])
+        assert f"being written by pid {holder.pid}" in line and "--study_name=s" in line
+        assert sorted(path.name for path in study_dir.iterdir()) == [f".lock-{os.uname().nodename}"]
+    finally:
+        holder.kill()
