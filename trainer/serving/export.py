@@ -1,7 +1,7 @@
 """The export command, `python -m trainer.export`: a run's model for TF Serving or for the field.
 
     python -m trainer.export --model_dir=runs/incv3                                  # SavedModel
-    python -m trainer.export --model_dir=runs/incv3 --format=litert --quantize=int8  # or float32, float16
+    python -m trainer.export --model_dir=runs/incv3 --format=litert  # --quantize=auto: the fastest faithful
 
 --format=saved_model writes trained_model.py's SavedModel into --export_dir (default <model_dir>/saved_model), whose
 endpoints also return the tree-consistent answer (consistent_names, consistent_probabilities: [batch, ranks],
@@ -9,13 +9,14 @@ phylum first) and, with --rollup_precision=P, the roll-up trainer.predict --roll
 (rollup_rank, rollup_name, rollup_probability: [batch]; "", "", 0 where no rank is sure enough), computed in
 the graph from the run's calibration.json (savedmodel_rollup.py); <export_dir>/metadata.json records the tree
 (ranks, names, each label's path) and the precision, temperatures and per-rank thresholds of the roll-up;
---format=litert writes litert_export.py's <quantize>.tflite and <quantize>.json into --export_dir (default
-<model_dir>/litert, where predict and evaluate --backend=litert look), after measuring parity on the validation
-split; the .json's "tree" is the same description (with --rollup_precision, its thresholds), so a device can
-answer consistently and roll up from the heads' softmax rows. An existing export is never replaced without
---overwrite: the command stops in one line naming the path
-and the flag, before loading anything. With it, the new export is written beside the old one and takes its
-place only when complete, so a failed export (or a refused parity) leaves the old one as it was.
+--format=litert writes litert_export.py's <variant>.tflite, <variant>.json and labels.txt into --export_dir
+(default <model_dir>/litert, where predict and evaluate --backend=litert look), after measuring parity on the
+validation split; --quantize=auto (the default) keeps the fastest variant that reaches the floor and records
+the choice in auto.json. The .json's "tree" is the same description (with --rollup_precision, its thresholds),
+so a device can answer consistently and roll up from the heads' softmax rows. An existing export is never
+replaced without --overwrite: the command stops in one line naming the path and the flag, before loading
+anything (auto: any file it could write). With it, the new export is written beside the old one and takes
+its place only when complete, so a failed export (or a refused parity) leaves the old one as it was.
 """
 
 import dataclasses
@@ -40,31 +41,39 @@ class ExportError(cli.UserError):
 class ExportSettings:
     """The export command's flags."""
 
-    model_dir: str = field("", "Run directory holding model.keras and labels.json.")
+    model_dir: str = field("", "Run directory holding model.keras and labels.json.", group="run", path=True)
     format: str = field("saved_model", "saved_model: for TF Serving; litert: a .tflite for phones, laptops and "
-                        "camera traps (uint8 pixels in, probabilities out), with measured parity.", choices=FORMATS)
+                        "camera traps (uint8 pixels in, probabilities out), with measured parity.", choices=FORMATS,
+                        group="outputs")
     export_dir: str = field("", f"Where to write; empty = <model_dir>/{savedmodel.EXPORT_DIR_NAME} (saved_model) or "
-                            f"<model_dir>/{litert.DIR_NAME} (litert, where predict/evaluate look).")
-    overwrite: bool = field(False, "Replace an existing export at the same path.")
+                            f"<model_dir>/{litert.DIR_NAME} (litert, where predict/evaluate look).",
+                            group="outputs", path=True)
+    overwrite: bool = field(False, "Replace an existing export at the same path.", group="outputs")
     top_k: int = field(trained_model.DEFAULT_TOP_K, "saved_model: names at the model's label rank returned per image.",
-                       lower=1)
+                       lower=1, group="answers")
     rollup_precision: float = field(0.0, "Roll-up at this precision on validation (the run's calibration.json), "
                                     "as trainer.predict does, e.g. 0.95; 0 = off. saved_model: also return per "
                                     "image the deepest rank whose calibrated confidence reaches its threshold; "
                                     "litert: the temperatures and thresholds go into the metadata.",
-                                    lower=0.0, upper=1.0)
-    quantize: str = field("float32", "litert: float32, float16 (half the size) or int8 (full-integer, calibrated "
-                          "on the train split; about a quarter of the size).", choices=litert.QUANTIZATIONS)
-    calibration_images: int = field(litert_export.DEFAULT_CALIBRATION_IMAGES, "litert int8: train-split images "
-                                    "the quantisation ranges are calibrated on (a seeded sample).", lower=1)
-    calibration_seed: int = field(0, "litert int8: seed of the calibration sample.")
+                                    lower=0.0, upper=1.0, group="answers")
+    quantize: str = field(litert.AUTO, "litert: auto = the fastest variant that reaches --min_agreement, tried "
+                          f"in the order {', '.join(litert.FASTEST_FIRST)}; float32; float16 (half the size); "
+                          "dynamic (int8 weights, float activations; a quarter of the size); int8 (full-integer, "
+                          "calibrated on the train split); mixed (int8 with the first layers from the input kept "
+                          "float, more each step until the floor holds).",
+                          choices=(litert.AUTO, *litert.QUANTIZATIONS), group="litert")
+    calibration_images: int = field(litert_export.DEFAULT_CALIBRATION_IMAGES, "litert int8, mixed: train-split "
+                                    "images the quantisation ranges are calibrated on (a seeded sample).", lower=1,
+                                    group="litert")
+    calibration_seed: int = field(0, "litert int8, mixed: seed of the calibration sample.", group="litert")
     min_agreement: float = field(-1.0, "litert: the least top-1 agreement with model.keras on the validation "
-                                 "split for the export to be kept; negative = 0.99 (float32, float16) or 0.97 (int8); "
-                                 "0 keeps any.", lower=-1.0, upper=1.0)
+                                 "split for a variant to be kept; negative = 0.99 (float32, float16) or 0.97 "
+                                 "(dynamic, mixed, int8); 0 keeps any.", lower=-1.0, upper=1.0, group="litert")
     data_dir: str = field("", "litert: TFDS data_dir of the run's dataset (calibration, parity); empty = the "
-                          "run's own (its flags.txt).")
-    batch_size: int = field(32, "litert: images per batch while measuring parity.", lower=1)
-    threads: int = field(0, "litert: interpreter threads while measuring parity; 0 = every core.", lower=0)
+                          "run's own (its flags.txt).", group="litert", path=True)
+    batch_size: int = field(32, "litert: images per batch while measuring parity.", lower=1, group="litert")
+    threads: int = field(0, "litert: interpreter threads while measuring parity; 0 = every core.", lower=0,
+                         group="litert")
 
 
 def export(settings: ExportSettings) -> pathlib.Path:
@@ -112,20 +121,46 @@ def _tree_outputs(trained: trained_model.TrainedModel, settings: ExportSettings)
 def _export_litert(settings: ExportSettings) -> pathlib.Path:
     directory = pathlib.Path(settings.export_dir).expanduser() if settings.export_dir else litert.default_dir(
         settings.model_dir)
-    target = litert.LiteRTFiles(directory, settings.quantize)
-    _refuse_existing([target.model, target.metadata], settings.overwrite)
+    if directory.exists() and not directory.is_dir():
+        raise ExportError(f"--export_dir={directory} is a file: name a folder (or leave it empty for "
+                          f"{litert.default_dir(settings.model_dir)})")
+    _refuse_existing(_litert_targets(directory, settings.quantize), settings.overwrite)
     plan = litert_export.Plan(settings.quantize, settings.calibration_images, settings.calibration_seed,
-                              settings.min_agreement, settings.threads)
+                              settings.min_agreement, settings.threads, settings.data_dir, settings.batch_size)
     trained = trained_model.load_trained(settings.model_dir)
+    _refuse_other_labels(directory / litert.LABELS_NAME, trained.names, settings.overwrite)
     tree = _tree_outputs(trained, settings).metadata(settings.rollup_precision)
-    metadata = litert_export.export(trained, settings.model_dir, target, plan, tree, settings.data_dir,
-                                    settings.batch_size)
-    print(f"LiteRT {settings.quantize} model written to {target.model} ({metadata['bytes'] / 1e6:.1f} MB), "
-          f"metadata {target.metadata}\n"
-          f"  parity with model.keras: {litert_export.format_parity(metadata['parity'])}\n"
+    if settings.quantize == litert.AUTO:
+        print(f"LiteRT auto: trying {', '.join(plan.variants)} (fastest first) on the {litert_export.PARITY_SPLIT} "
+              "split; the first whose top-1 agreement with model.keras reaches its floor is kept", flush=True)
+    result = litert_export.export(trained, settings.model_dir, directory, plan, tree,
+                                  progress=lambda line: print(f"  {line}", flush=True))
+    chosen, files = result.chosen, result.files
+    refused = "; ".join(candidate.summary(plan.floor(candidate.quantize)) for candidate in result.refused)
+    print(f"LiteRT {chosen.quantize} model written to {files.model} ({len(chosen.content) / 1e6:.1f} MB, "
+          f"{chosen.images_per_second:.0f} images/s), metadata {files.metadata.name}, {litert.LABELS_NAME}"
+          f"{', ' + litert.CHOICE_NAME if settings.quantize == litert.AUTO else ''}\n"
+          f"{'  faster variants refused: ' + refused + chr(10) if refused else ''}"
+          f"  parity with model.keras: {litert_export.format_parity(chosen.parity)}\n"
           f"  use: python -m trainer.predict --model_dir={settings.model_dir} --backend=litert "
           f"--quantize={settings.quantize} photos/")
-    return target.model
+    return files.model
+
+
+def _litert_targets(directory: pathlib.Path, quantize: str) -> list[pathlib.Path]:
+    """The files the export may write (labels.txt apart: _refuse_other_labels); auto may keep any variant."""
+    if quantize != litert.AUTO:
+        files = litert.LiteRTFiles(directory, quantize)
+        return [files.model, files.metadata]
+    variants = [litert.LiteRTFiles(directory, variant) for variant in litert.QUANTIZATIONS]
+    return [directory / litert.CHOICE_NAME, *(path for files in variants for path in (files.model, files.metadata))]
+
+
+def _refuse_other_labels(path: pathlib.Path, names: tuple[str, ...], overwrite: bool) -> None:
+    """labels.txt is shared by the exports of one folder: another model's is replaced only with --overwrite."""
+    if path.exists() and not overwrite and (not path.is_file() or path.read_text() != litert.labels_text(names)):
+        raise ExportError(f"{path} lists the labels of another model: pass --overwrite to replace it, or choose "
+                          "another --export_dir")
 
 
 def _refuse_existing(paths: list[pathlib.Path], overwrite: bool) -> None:

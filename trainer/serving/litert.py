@@ -7,11 +7,15 @@
                                          names per head (the label rank first, as in labels.json), the
                                          label rank, input size, quantisation, dataset, calibration,
                                          parity with the Keras model, and the .tflite's sha256
+    model_dir/litert/labels.txt          the label rank's names, one a line, in the order of its output (for
+                                         mobile code that reads a labels file: Android's, MediaPipe's)
+    model_dir/litert/auto.json           what `--quantize=auto` chose: the variant, its sha256 and every
+                                         variant tried with its figures (predict and evaluate's auto reads it)
 
-quantize is float32, float16 or int8. The interpreter is the ai-edge-litert package's where it is installed
-(`pip install -e '.[litert]'`), else tf.lite.Interpreter, the same runtime inside TensorFlow: TensorFlow 2.21
-warns on every construction that it "is deprecated and is scheduled for deletion", which says nothing a user
-of this command can act on, so that warning alone is silenced. Both delegate to XNNPACK by default
+quantize is one of QUANTIZATIONS (litert_export.py describes each). The interpreter is the ai-edge-litert
+package's where it is installed (`pip install -e '.[litert]'`), else tf.lite.Interpreter, the same runtime
+inside TensorFlow: TensorFlow 2.21 warns on every construction that it "is deprecated and is scheduled for
+deletion", which says nothing a user of this command can act on, so that warning alone is silenced. Both delegate to XNNPACK by default
 (OpResolverType.AUTO) on `threads` threads. The runtime's one INFO line ("Created TensorFlow Lite XNNPACK
 delegate for CPU", written straight to file descriptor 2) is dropped like TensorFlow's start-up lines unless
 TF_CPP_MIN_LOG_LEVEL=0 (trainer/cli.py).
@@ -27,6 +31,7 @@ import json
 import os
 import pathlib
 import re
+import time
 import warnings
 from collections.abc import Mapping
 
@@ -35,9 +40,12 @@ import numpy as np
 from tfds_rarespecies import labels
 from trainer import cli
 
-QUANTIZATIONS = ("float32", "float16", "int8")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "mixed", "int8")
+FASTEST_FIRST = ("int8", "mixed", "dynamic", "float16", "float32")  # the order --quantize=auto tries them in
 AUTO = "auto"
 DIR_NAME = "litert"
+CHOICE_NAME = f"{AUTO}.json"
+LABELS_NAME = "labels.txt"
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
 
@@ -72,8 +80,11 @@ def default_dir(model_dir: str | pathlib.Path) -> pathlib.Path:
 
 
 def find_export(model_dir: str | pathlib.Path, quantize: str = AUTO) -> LiteRTFiles:
-    """The export predict and evaluate use: --quantize's, or with "auto" the only one in model_dir/litert/."""
+    """The export predict and evaluate use: --quantize's, or with "auto" the one `--quantize=auto` chose
+    (auto.json), else the only one in model_dir/litert/."""
     directory = default_dir(model_dir)
+    if quantize == AUTO and (directory / CHOICE_NAME).exists():
+        return recorded_choice(directory)
     present = [name for name in QUANTIZATIONS if LiteRTFiles(directory, name).model.is_file()]
     export_one = (f"export one with `python -m trainer.export --model_dir={model_dir} --format=litert "
                   f"--quantize={'int8' if quantize == AUTO else quantize}`")
@@ -88,6 +99,31 @@ def find_export(model_dir: str | pathlib.Path, quantize: str = AUTO) -> LiteRTFi
     if not present:
         raise LiteRTError(f"--backend=litert: {directory} holds no .tflite; {export_one}")
     return LiteRTFiles(directory, present[0])
+
+
+def recorded_choice(directory: pathlib.Path) -> LiteRTFiles:
+    """The export auto.json names, when it is still the very file auto chose (sha256)."""
+    record_path, again = directory / CHOICE_NAME, (f"export again with `python -m trainer.export --model_dir="
+                                                   f"{directory.parent} --format=litert --overwrite`, or name one "
+                                                   f"with --quantize")
+    try:
+        record = json.loads(record_path.read_text())
+        if record["chosen"] not in QUANTIZATIONS:
+            raise ValueError(f"chosen {record['chosen']!r} is none of {', '.join(QUANTIZATIONS)}")
+        files = LiteRTFiles(directory, record["chosen"])
+        content = files.model.read_bytes()
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise LiteRTError(f"{record_path}: cannot read the choice of --quantize=auto or its model "
+                          f"({_first_line(error)}); {again}") from None
+    if record.get("sha256") != sha256(content):
+        raise LiteRTError(f"{files.model} is not the model {record_path.name} chose (replaced since, or the record "
+                          f"was edited); {again}")
+    return files
+
+
+def labels_text(names) -> str:
+    """labels.txt: one name a line, in the order of the label rank's output."""
+    return "".join(f"{name}\n" for name in names)
 
 
 def default_threads() -> int:
@@ -116,10 +152,12 @@ class LiteRTModel:
             # The tree the model was trained in; exports made before exports carried it used the shipped one.
             self.taxonomy = (labels.Taxonomy.from_text(self.metadata["taxonomy"]) if "taxonomy" in self.metadata
                              else labels.shipped())
+            self.busy_seconds, self.answered = 0.0, 0
             with quiet_runtime():
                 interpreter = interpreter_class()(model_content=content, num_threads=threads or default_threads())
                 self._runner = interpreter.get_signature_runner(SIGNATURE)
                 self.probabilities(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
+            self.busy_seconds, self.answered = 0.0, 0  # inference time since loading, for the export's speed
         except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as error:
             raise LiteRTError(f"{source}: not a LiteRT model of this project ({_first_line(error)}); "
                               "export it again with `python -m trainer.export --format=litert --overwrite ...`"
@@ -131,7 +169,9 @@ class LiteRTModel:
         images = np.asarray(images)
         if images.dtype != np.uint8:
             images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+        start = time.perf_counter()
         outputs = self._runner(**{INPUT_NAME: images})
+        self.busy_seconds, self.answered = self.busy_seconds + time.perf_counter() - start, self.answered + len(images)
         return {head: np.asarray(outputs[head]) for head in self.label_names}
 
 
