@@ -1,5 +1,6 @@
 """The export replaces only a folder it wrote itself (marked), never a user's folder, even with --overwrite."""
 
+import json
 import pathlib
 
 import pytest
@@ -37,3 +38,12 @@ def test_an_export_it_wrote_is_replaced_with_overwrite_only(trained_run, tmp_pat
     (target / "stale.txt").write_text("from the first export")
     export.export(_settings(trained_run, target, overwrite=True))
     assert not (target / "stale.txt").exists() and (target / "saved_model.pb").is_file()
+
+
+def test_the_savedmodel_export_measures_its_agreement_with_predict(trained_run, tmp_path, capsys):
+    """One decoder: on the run's validation JPEGs the SavedModel answers as predict does, and says so."""
+    path = export.export(_settings(trained_run, tmp_path / "served", overwrite=False))
+    agreement = json.loads((path / export.METADATA_NAME).read_text())["agreement_with_predict"]
+    assert agreement["measured"] and agreement["images"] > 0
+    assert agreement["top1_agreement"] == 1.0 and agreement["max_probability_difference"] <= 1e-6
+    assert "agreement with predict: top-1 1.0000" in capsys.readouterr().out

@@ -151,8 +151,14 @@ def _images_under(path: pathlib.Path) -> list[pathlib.Path]:
 
 def decode_view(path: pathlib.Path, size: int) -> np.ndarray:
     """One file decoded by the builder's decoder into the model's uint8 view; raises OSError or
-    imaging.DecodeError. JPEGs decode at a reduced scale that keeps at least `size` (huge photos stay cheap)."""
-    image = imaging.decode_rgb(path.read_bytes(), min_short_side=size)
+    imaging.DecodeError."""
+    return decode_bytes_view(path.read_bytes(), size)
+
+
+def decode_bytes_view(data: bytes, size: int) -> np.ndarray:
+    """Encoded bytes into the model's uint8 view, as predict sees a file. JPEGs decode at a reduced scale that
+    keeps at least `size` (huge photos stay cheap); raises imaging.DecodeError."""
+    image = imaging.decode_rgb(data, min_short_side=size)
     return trained_model.center_square(np.asarray(image)[None], size)[0].numpy()
 
 
