@@ -17,6 +17,7 @@ needs its own expanduser for a flag's value.
 
 import contextlib
 import dataclasses
+import errno
 import math
 import os
 import re
@@ -331,6 +332,11 @@ def run(program: str, main: Callable, *settings_types, positional: bool = False,
             status = main(*settings, *([argv[1:]] if positional else []))
         except (UserError, *errors) as error:
             fail(program, str(error), getattr(error, "status", EXIT_USAGE))
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            fail(program, f"no space left writing {error.filename or 'a file'}: free some space (every file is "
+                          "written whole or not at all), then rerun the same command to go on")
         except KeyboardInterrupt:
             if not interrupted:
                 raise

@@ -168,3 +168,20 @@ def test_a_second_tuner_of_the_same_study_on_one_machine_is_one_line(tiny_data_d
         assert sorted(path.name for path in study_dir.iterdir()) == [f".lock-{os.uname().nodename}"]
     finally:
         holder.kill()
+
+
+def test_a_full_disk_is_one_line(tmp_path):
+    """Any command's writer meeting ENOSPC (here a main raising it, as a full disk makes write() do)."""
+    script = ("import errno, sys\n"
+              "from trainer import cli\n"
+              "cli.quiet_native_logs()\n"
+              "from trainer.training.config import Config\n"
+              "def main(config):\n"
+              "    raise OSError(errno.ENOSPC, 'No space left on device', 'runs/x/model.keras')\n"
+              "sys.argv[0] = 'trainer.main'\n"
+              "cli.run('trainer.main', main, Config)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=user_env(), capture_output=True, text=True,
+                          timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr
+    assert "no space left writing runs/x/model.keras" in lines[0] and "rerun the same command" in lines[0]
