@@ -17,8 +17,8 @@ package's where it is installed (`pip install -e '.[litert]'`), else tf.lite.Int
 inside TensorFlow: TensorFlow 2.21 warns on every construction that it "is deprecated and is scheduled for
 deletion", which says nothing a user of this command can act on, so that warning alone is silenced. Both
 delegate to XNNPACK by default (OpResolverType.AUTO) on `threads` threads. The runtime's one INFO line
-("Created TensorFlow Lite XNNPACK delegate for CPU", written straight to file descriptor 2) is dropped like TensorFlow's start-up lines unless
-TF_CPP_MIN_LOG_LEVEL=0 (trainer/cli.py).
+("Created TensorFlow Lite XNNPACK delegate for CPU", written straight to file descriptor 2) is dropped like
+TensorFlow's start-up lines unless TF_CPP_MIN_LOG_LEVEL=0 (trainer/cli.py).
 
 A damaged, truncated or foreign .tflite, a missing or unreadable metadata file, or a .tflite that is not the
 one its metadata describes (sha256) ends in one LiteRTError line that says to export again.
