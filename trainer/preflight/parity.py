@@ -144,7 +144,7 @@ def build(plan: Plan, strategy: tf.distribute.Strategy) -> keras.Model:
 def run_side(plan: Plan, strategy: tf.distribute.Strategy, start: list[np.ndarray] | None = None) -> Trace:
     """plan.steps steps under the strategy, one per epoch so each step's loss is its own (Keras averages the
     loss within an epoch); start: every weight to begin from (the other side's), else the seeded init."""
-    train._set_numerics(plan.config)  # the run's seed, op determinism and mixed-precision policy
+    train.set_numerics(plan.config)  # the run's seed, op determinism and mixed-precision policy
     trace = Trace()
     try:
         model = build(plan, strategy)

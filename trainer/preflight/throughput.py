@@ -88,7 +88,7 @@ def model_rate(config: Config, strategy: tf.distribute.Strategy, layers: int, st
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     plan = parity.Plan(dataclasses.replace(config, weights="none"), layers, config.phase1_learning_rate,
                        global_batch, steps + 1)
-    train._set_numerics(plan.config)  # the run's seed and mixed-precision policy, as parity sets them
+    train.set_numerics(plan.config)  # the run's seed and mixed-precision policy, as parity sets them
     model = parity.build(plan, strategy)
     trace = parity.Trace()
     model.fit(parity.generated_batches(plan.config, global_batch, 1), epochs=1, steps_per_epoch=steps + 1,

@@ -90,7 +90,7 @@ def _run_locked(config: Config, strategy: tf.distribute.Strategy, info: pipeline
     """The run itself, once this process holds model_dir: checks, then the first files, then the phases."""
     record = trained_on(config, info)
     check_claim(files, config, record)
-    _set_numerics(config)
+    set_numerics(config)
     cfg = inputs.input_config(config)
     with strategy.scope():
         classifier = _build_classifier(config, cfg, info)
@@ -199,7 +199,7 @@ def _lines_by_flag(text: str) -> dict[str, str]:
     return lines
 
 
-def _set_numerics(config: Config) -> None:
+def set_numerics(config: Config) -> None:
     """Process-wide settings, set on every run so one run's choice never leaks into the next (the tuner runs
     many in one process)."""
     keras.utils.set_random_seed(config.seed)
