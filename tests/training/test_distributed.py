@@ -132,8 +132,8 @@ def run_workers(*args: str, count: int = 2) -> list[str]:
 
 
 def results_table(output: str) -> list[str]:
-    """The validation and test rows of the summary a run prints at its end."""
-    return [line for line in output.splitlines() if line.startswith(("validation ", "test "))]
+    """The validation and final test rows of the summary a run prints at its end."""
+    return [line for line in output.splitlines() if line.startswith(("validation ", "final test "))]
 
 
 @pytest.mark.slow

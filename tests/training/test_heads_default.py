@@ -40,8 +40,8 @@ def test_heads_alone_train_both_heads(tiny_data_dir, tmp_path):
      "--aux_loss_weight=0.0 with --heads=phylum,family: the weight of the phylum head must be finite and above 0 "
      "(at 0 a head learns nothing); leave --aux_loss_weight at its default 0.5"),
     (dict(heads=("phylum", "order", "family"), aux_loss_weight=0.0), "the weight of the phylum, order heads must"),
-    (dict(heads=("phylum", "family"), aux_loss_weight=float("nan")), "--aux_loss_weight=nan with --heads="),
-    (dict(heads=("phylum", "family"), aux_loss_weight=float("inf")), "--aux_loss_weight=inf with --heads="),
+    (dict(heads=("phylum", "family"), aux_loss_weight=float("nan")), "--aux_loss_weight=nan: not a finite number"),
+    (dict(heads=("phylum", "family"), aux_loss_weight=float("inf")), "--aux_loss_weight=inf: not a finite number"),
     (dict(aux_loss_weight=0.3), "--aux_loss_weight=0.3 with --heads=: give other ranks a weight above 0 by listing "
                                 "them with --label_rank (e.g. --heads=phylum,family)"),
     (dict(heads=("phylum",), label_rank="phylum", aux_loss_weight=0.3), "(e.g. --heads=phylum,class)"),
