@@ -1,7 +1,7 @@
 """The house's one-way flow: a room imports only the rooms below it (README.md, "Rooms").
 
 Each room's every module is imported in a fresh interpreter, which then lists the modules it loaded; a module of
-any room above it fails the test. The numbers leaf also loads no TensorFlow, Keras, absl or dataset code.
+any room above it fails the test. The numbers and figures leaves also load no TensorFlow, Keras, absl or dataset code.
 """
 
 import json
@@ -19,6 +19,7 @@ ROOMS = (
     ("pipelines", "pipelines"),
     ("cli", "trainer.cli"),
     ("numbers", "trainer.numbers"),
+    ("figures", "trainer.figures"),
     ("training", "trainer.training"),
     ("serving", "trainer.serving"),
     ("evaluation", "trainer.evaluation"),
@@ -62,11 +63,13 @@ def test_a_room_imports_no_room_above_it(position):
     assert not above and not commands, f"{name} ({prefix}) imports rooms above it: {above + commands}"
 
 
-def test_the_numbers_leaf_needs_no_tensorflow():
-    loaded = loaded_by("trainer.numbers")
-    assert any(belongs(module, "trainer.numbers.metrics") for module in loaded)
-    forbidden = [module for module in loaded for prefix in LEAF_FORBIDDEN if belongs(module, prefix)]
-    assert not forbidden, f"trainer.numbers loads {forbidden[:5]}"
+@pytest.mark.parametrize("leaf, module", [("trainer.numbers", "trainer.numbers.metrics"),
+                                          ("trainer.figures", "trainer.figures.pages")])
+def test_the_leaves_need_no_tensorflow(leaf, module):
+    loaded = loaded_by(leaf)
+    assert module in loaded
+    forbidden = [name for name in loaded for prefix in LEAF_FORBIDDEN if belongs(name, prefix)]
+    assert not forbidden, f"{leaf} loads {forbidden[:5]}"
 
 
 def test_the_leafs_ranks_are_the_builders():

@@ -23,7 +23,7 @@ from tfds_rarespecies import catalog
 from trainer.auditing import embedders, proposals
 from trainer.auditing import scores as audit_scores
 from trainer.auditing.settings import AuditConfig
-from trainer.evaluation import pages
+from trainer.figures import pages
 
 REVIEW_CSV = "review.csv"
 EXCLUSIONS_CSV = catalog.EXCLUSIONS_FILE
@@ -108,7 +108,7 @@ def _write_thumbnails(builder: tfds.core.DatasetBuilder, review: pd.DataFrame, o
     (out / THUMBS_DIR).mkdir(exist_ok=True)
     wanted = dict(zip(review["file_name"], review["thumbnail"]))
     image_feature = builder.info.features["image"]
-    with tqdm.tqdm(total=len(wanted), desc="Writing thumbnails", unit=" images") as progress:
+    with tqdm.tqdm(total=len(wanted), desc="Writing thumbnails", unit=" images", disable=None) as progress:
         for split in sorted(set(review["split"])):
             dataset = builder.as_dataset(split=split, shuffle_files=False,
                                          decoders={"image": tfds.decode.SkipDecoding()})

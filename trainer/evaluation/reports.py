@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainer.evaluation import pages
+from trainer.figures import pages
 from trainer.numbers import metrics
 
 METRICS_JSON = "metrics.json"

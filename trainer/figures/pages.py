@@ -1,6 +1,7 @@
 """What a person looks at: the confusion matrix, reliability and risk-coverage plots, and the thumbnails,
-contact sheets and static HTML pages shared by the evaluation reports (the most confident mistakes) and the data
-audit (the flagged images), so both look and behave alike."""
+contact sheets and static HTML pages shared by the evaluation reports (the most confident mistakes), the data
+audit (the flagged images) and a run's TensorBoard images, so all look and behave alike. Each plot saves to a
+path or a file object."""
 
 import html
 import math
