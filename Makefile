@@ -43,7 +43,7 @@ demo: $(STAMP)
 	@echo "demo done: dataset $(DEMO)/data, run $(DEMO)/run (eval/test/, saved_model/), report above"
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=25
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -1,5 +1,7 @@
 """Shared fixtures: the real metadata copied into the repo, and tiny built datasets from generated images."""
 
+import fcntl
+import json
 import os
 import pathlib
 import socket
@@ -27,6 +29,24 @@ def free_ports(count: int) -> list[int]:
     for sock in sockets:
         sock.close()
     return ports
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory) -> pathlib.Path:
+    """A directory every xdist worker of this session sees (this session's own temp dir without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def once(shared_dir: pathlib.Path, name: str, make) -> dict:
+    """make(shared_dir / name) -> a JSON-able result, computed by the first xdist worker that asks and read by the
+    others (`--dist loadgroup` keeps a group on one worker only with pytest < 9.2: pytest-dev/pytest-xdist#1386)."""
+    result = shared_dir / f"{name}.json"
+    with open(shared_dir / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            result.write_text(json.dumps(make(shared_dir / name)))
+    return json.loads(result.read_text())
 
 
 @pytest.fixture(scope="session")

@@ -2,19 +2,25 @@
 the libraries' flags (those are --helpfull's); every settings field in a group; and `~` in a path flag expanded
 once, where flags become settings."""
 
+import contextlib
 import dataclasses
 import importlib
+import io
+import json
 import os
 import pathlib
 import pkgutil
 import re
+import runpy
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from absl import flags
 
 import trainer
+from tests.conftest import once
 from trainer import cli
 from trainer.auditing.settings import AuditConfig
 from trainer.evaluation.evaluate import EvaluationConfig
@@ -38,27 +44,64 @@ COMMANDS = {
 # How each command is asked: absl's spellings of --help, and help wins over a bad flag before it.
 ASKS = {"trainer.main": ("--phase1_epochs=-1", "-?"), "trainer.tune": ("--helpshort",), "trainer.predict":
         ("--help", "photo.jpg")}
+HELPFULL = ("trainer.evaluate", "--helpfull")
 # Flags of absl, TensorFlow and TFDS that --helpfull lists and --help must not.
 LIBRARY_FLAGS = ("--verbosity", "--logtostderr", "--alsologtostderr", "--only_check_args", "--pdb_post_mortem",
                  "--run_with_profiling", "--use_cprofile_for_profiling", "--tt_check_filter", "--helpxml")
-
-
-def run_command(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=ENV, capture_output=True, text=True,
-                          timeout=180)
 
 
 def flag_fields(settings_type) -> list[dataclasses.Field]:
     return [item for item in dataclasses.fields(settings_type) if "help" in item.metadata]
 
 
+def run_as_main(module: str, *args: str) -> tuple[int | str | None, str]:
+    """(exit status, stdout) of `python -m module args`, run in this interpreter as the command runs itself (its
+    module as __main__, its own imports and cli.run). Its own flags leave absl's global FLAGS afterwards, so the
+    next command defines its own afresh; the libraries' flags stay, as in a process of their own."""
+    sys.argv = [module, *args]
+    printed = io.StringIO()
+    status = None
+    try:
+        with contextlib.redirect_stdout(printed):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as done:
+        status = done.code
+    finally:
+        for item in (item for settings_type in COMMANDS[module] for item in flag_fields(settings_type)):
+            if cli.flag_name(item) in flags.FLAGS:
+                delattr(flags.FLAGS, cli.flag_name(item))
+    return status, printed.getvalue()
+
+
+def print_every_help(out: str) -> None:
+    """Writes {"module args": [exit status, stdout]} to `out` for every command's help and one --helpfull: one
+    interpreter pays TensorFlow's import once instead of once per command."""
+    asked = [(module, *ASKS.get(module, ("--help",))) for module in COMMANDS] + [HELPFULL]
+    pathlib.Path(out).write_text(json.dumps({" ".join(ask): run_as_main(*ask) for ask in asked}))
+
+
+@pytest.fixture(scope="module")
+def helps(shared_dir) -> dict[str, list]:
+    """Every command's help, asked in one child process (the tests' own interpreter keeps absl's FLAGS clean),
+    once for all xdist workers."""
+    def make(out: pathlib.Path) -> dict[str, list]:
+        done = subprocess.run([sys.executable, "-c", f"from tests.test_help import print_every_help; "
+                               f"print_every_help({str(out)!r})"], cwd=REPO, env=ENV, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(out.read_text())
+
+    return once(shared_dir, "every_help", make)
+
+
+@pytest.mark.xdist_group("help")
 @pytest.mark.parametrize("module", COMMANDS)
-def test_help_lists_the_commands_own_flags_by_group_and_exits_0(module):
-    done = run_command(module, *ASKS.get(module, ("--help",)))
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_help_lists_the_commands_own_flags_by_group_and_exits_0(module, helps):
+    status, stdout = helps[" ".join((module, *ASKS.get(module, ("--help",))))]
+    assert status == 0, stdout[-2000:]
     groups = cli.help_groups(*COMMANDS[module])
     assert len(groups) >= 2 and cli.OTHER_GROUP not in groups
-    flags_part = done.stdout.split(textwrap.dedent(importlib.import_module(module).__doc__).strip(), 1)[1]
+    flags_part = stdout.split(textwrap.dedent(importlib.import_module(module).__doc__).strip(), 1)[1]
     headings = [line[:-1] for line in flags_part.splitlines() if re.fullmatch(r"[a-z][a-z -]*:", line)]
     assert headings == list(groups)  # every group, in the order of the settings
     text = " ".join(flags_part.split())
@@ -67,8 +110,16 @@ def test_help_lists_the_commands_own_flags_by_group_and_exits_0(module):
         assert f"--{name}=" in text or f"--[no]{name} " in text, name
         if item.metadata["choices"]:
             assert f"(one of: {', '.join(map(str, item.metadata['choices']))})" in text, name
-    assert not [flag for flag in LIBRARY_FLAGS if flag in done.stdout]
+    assert not [flag for flag in LIBRARY_FLAGS if flag in stdout]
     assert "--helpfull" in text  # where the libraries' flags are
+
+
+@pytest.mark.xdist_group("help")
+def test_the_libraries_flags_are_listed_by_helpfull(helps):
+    status, stdout = helps[" ".join(HELPFULL)]
+    assert status == 1  # absl ends --helpfull with exit status 1
+    assert [flag for flag in LIBRARY_FLAGS if f"{flag}:" in stdout or f"--[no]{flag[2:]}:" in stdout] == list(
+        LIBRARY_FLAGS)
 
 
 def test_help_shows_each_flags_default_range_or_choices_under_its_group():

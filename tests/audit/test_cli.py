@@ -1,6 +1,7 @@
 """`python -m trainer.audit` as a user meets it: --helpfull documents every flag, importing the package defines
-none, and every mistake ends in one `trainer.audit: error:` line with exit status 2; a config built in code
-meets the same checks as an AuditError."""
+none, and every mistake ends in one `trainer.audit: error:` line with exit status 2 (the flag parser's or the
+audit's own, in this process; one case through the real command); a config built in code meets the same checks
+as an AuditError."""
 
 import dataclasses
 import importlib.util
@@ -11,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from absl import flags
 
 from trainer import cli
 from trainer.auditing import settings
@@ -65,12 +67,22 @@ def test_importing_any_audit_module_defines_no_flag():
         "dataset_not_built",
         "zero_shot_without_open_clip"])
 def test_mistakes_end_in_one_error_line(args, message, tmp_path):
+    """What the command does with these flags, in this process: the flag parser's refusal (absl's flags.Error)
+    or the audit's AuditError, either of which cli.run prints as its one line."""
     empty, out = tmp_path / "empty", tmp_path / "out"
-    done = python("-m", "trainer.audit", f"--data_dir={empty}", "--config=small_128", f"--out={out}",
-                  *(arg.format(empty=empty) for arg in args))
+    argv = [f"--data_dir={empty}", "--config=small_128", f"--out={out}", *(arg.format(empty=empty) for arg in args)]
+    with pytest.raises((flags.Error, settings.AuditError)) as refused:
+        run(cli.parse(argv, settings.AuditConfig))
+    assert message.format(empty=empty) in " ".join(str(refused.value).split())
+    assert not out.exists()
+
+
+def test_a_mistake_under_the_command_is_one_error_line_with_status_2(tmp_path):
+    empty, out = tmp_path / "empty", tmp_path / "out"
+    done = python("-m", "trainer.audit", f"--data_dir={empty}", "--config=small_128", f"--out={out}")
     errors = [line for line in done.stderr.splitlines() if line.startswith("trainer.audit: error:")]
     assert done.returncode == 2, done.stderr
-    assert len(errors) == 1 and message.format(empty=empty) in errors[0], done.stderr
+    assert len(errors) == 1 and f"rare_species/small_128 is not built in {empty}" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert not out.exists()
 

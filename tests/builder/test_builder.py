@@ -1,7 +1,6 @@
 """The rare_species builder end to end: both layouts, the build report, metadata errors, zip, CLI."""
 
 import hashlib
-import json
 import pathlib
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import tfds_rarespecies
+from tests.builder.test_config_fields import tfds_build
 from tests.conftest import build, tiny_rows
 from tfds_rarespecies import catalog, replica, report
 
@@ -167,15 +167,17 @@ def test_missing_manual_download_names_what_to_do(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["registered", "folder"])
-def test_tfds_cli_builds_and_tfds_load_reads_back(tmp_path, form):
-    target = ["rare_species", "--imports=tfds_rarespecies"] if form == "registered" else [str(BUILDER_DIR)]
-    tfds_cli = pathlib.Path(sys.executable).parent / "tfds"
-    subprocess.run([str(tfds_cli), "build", *target, "--config=small_128", f"--manual_dir={COURSE_SAMPLE}",
-                    f"--data_dir={tmp_path}", f"--download_dir={tmp_path / 'downloads'}"],
-                   check=True, capture_output=True, text=True, cwd=tmp_path)
-    code = ("import json, tfds_rarespecies, tensorflow_datasets as tfds; "
-            f"ds = tfds.load('rare_species/small_128', split='train+validation', data_dir={str(tmp_path)!r}); "
-            "print(json.dumps(sum(1 for _ in ds)))")
-    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    assert json.loads(loaded.stdout.strip().splitlines()[-1]) == 42
+def test_tfds_cli_builds_and_tfds_load_reads_back(tmp_path, form, monkeypatch):
+    """The registered form through `tfds build`'s own code in this process; the folder form, which TFDS imports
+    from the path, as the real command."""
+    arguments = ["--config=small_128", f"--manual_dir={COURSE_SAMPLE}", f"--data_dir={tmp_path}",
+                 f"--download_dir={tmp_path / 'downloads'}"]
+    monkeypatch.chdir(tmp_path)
+    if form == "registered":
+        assert tfds_build(*arguments)[0] is None  # ended without exiting: built
+    else:
+        subprocess.run([str(pathlib.Path(sys.executable).parent / "tfds"), "build", str(BUILDER_DIR), *arguments],
+                       check=True, capture_output=True, text=True)
+    loaded = tfds.load("rare_species/small_128", split="train+validation", data_dir=str(tmp_path))
+    assert sum(1 for _ in loaded) == 42
     assert (tmp_path / "rare_species" / "small_128" / "1.1.0" / report.JSON_NAME).exists()

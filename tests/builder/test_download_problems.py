@@ -14,6 +14,7 @@ import pytest
 
 import tfds_rarespecies
 from tests.builder.test_builder import COURSE_SAMPLE
+from tests.builder.test_config_fields import assert_one_line, tfds_build
 from tests.conftest import build, tiny_rows
 from tfds_rarespecies import errors, preparing, replica, report
 
@@ -152,48 +153,57 @@ def _cli_cases(tmp_path: pathlib.Path, real_metadata: pd.DataFrame) -> dict[str,
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory, real_metadata) -> dict[str, tuple[subprocess.CompletedProcess, str]]:
-    """Every case through the real `tfds build`, all started at once: each spends seconds importing TensorFlow.
+def cli_runs(tmp_path_factory, real_metadata) -> dict[str, tuple[int | str | None, str, list[str], str]]:
+    """Every case through `tfds build`'s own code in this process (test_config_fields.tfds_build), in one
+    working directory: case -> (exit status, stderr, arguments, message). test_the_real_tfds_build_... runs one
+    case as the real command.
 
     One case per place a user error can arise (reading the metadata, locating the download, TFDS' manual_dir,
     the split after decoding); the other messages (unknown family, duplicate id, ...) come through the same
     download_and_prepare and are checked in-process in test_builder.py.
     """
     root = tmp_path_factory.mktemp("cli")
-    tfds_cli = pathlib.Path(sys.executable).parent / "tfds"
-    env = dict(os.environ, TQDM_DISABLE="1")
-    started = {}
-    for name, (arguments, message) in _cli_cases(root, real_metadata).items():
-        given = any(argument.startswith("--data_dir=") for argument in arguments)
-        data_dir = [] if given else [f"--data_dir={root / 'data' / name}"]
-        command = [str(tfds_cli), "build", "rare_species", "--imports=tfds_rarespecies", *arguments, *data_dir,
-                   f"--download_dir={root / 'downloads' / name}"]
-        started[name] = (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          cwd=root, env=env), message)
-    return {name: (_finish(process), message) for name, (process, message) in started.items()}
+    runs = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("TQDM_DISABLE", "1")
+        for name, (arguments, message) in _cli_cases(root, real_metadata).items():
+            given = any(argument.startswith("--data_dir=") for argument in arguments)
+            data_dir = [] if given else [f"--data_dir={root / 'data' / name}"]
+            command = [*arguments, *data_dir, f"--download_dir={root / 'downloads' / name}"]
+            runs[name] = (*tfds_build(*command), command, message)
+    return runs
 
 
-def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
-    stdout, stderr = process.communicate()
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("case", ["non_utf8", "no_metadata", "no_manual_dir", "too_small", "too_small_no_config",
                                   "unknown_field", "string_bool", "tilde_data_dir"])
 def test_tfds_build_ends_a_user_error_in_one_line(cli_runs, case):
-    run, message = cli_runs[case]
+    code, stderr, _, message = cli_runs[case]
+    assert_one_line(code, stderr, rf"tfds build: error: .*{message}")
+
+
+@pytest.mark.slow
+def test_the_real_tfds_build_ends_a_user_error_in_one_line(tmp_path, real_metadata):
+    """One case as the user runs it: the `tfds` command in a process of its own, with TensorFlow's and TFDS'
+    own start-up lines around the one line."""
+    arguments, message = _cli_cases(tmp_path, real_metadata)["non_utf8"]
+    command = [str(pathlib.Path(sys.executable).parent / "tfds"), "build", "rare_species",
+               "--imports=tfds_rarespecies", *arguments, f"--data_dir={tmp_path / 'data'}",
+               f"--download_dir={tmp_path / 'downloads'}"]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, TQDM_DISABLE="1"),
+                         timeout=300)
     ours = [line for line in run.stderr.splitlines() if line and not LIBRARY_LINE.match(line)]
     assert (run.returncode, len(ours)) == (errors.EXIT_USAGE, 1), run.stderr
     assert "Traceback" not in run.stderr and run.stderr.rstrip().endswith(ours[0])
     assert re.match(r"tfds build: error: ", ours[0]) and re.search(message, ours[0]), ours[0]
+    assert not list((tmp_path / "data").glob("**/*.tfrecord*"))
 
 
 @pytest.mark.slow
 def test_tfds_build_writes_nothing_for_a_tilde_data_dir_or_a_string_bool(cli_runs):
     """The cases run in one working directory: no `~` folder appears there, and no dataset for either."""
-    run, _ = cli_runs["tilde_data_dir"]
-    root = pathlib.Path(run.args[-1].split("=", 1)[1]).parent.parent
+    arguments = cli_runs["tilde_data_dir"][2]
+    root = pathlib.Path(arguments[-1].split("=", 1)[1]).parent.parent
     assert not (root / "~").exists()
     assert not list((root / "data").glob("string_bool/**/*.tfrecord*"))
 
@@ -202,8 +212,8 @@ def test_tfds_build_writes_nothing_for_a_tilde_data_dir_or_a_string_bool(cli_run
 def test_tfds_build_without_config_builds_the_configs_before_the_one_too_small(cli_runs):
     """Every config in BUILDER_CONFIGS order: the three stratified ones fit the subset, the first species-
     disjoint one ends the command, and the ones after it are not started."""
-    run, _ = cli_runs["too_small_no_config"]
-    data_dir = pathlib.Path(next(a for a in run.args if a.startswith("--data_dir=")).split("=", 1)[1])
+    arguments = cli_runs["too_small_no_config"][2]
+    data_dir = pathlib.Path(next(a for a in arguments if a.startswith("--data_dir=")).split("=", 1)[1])
     built = sorted(path.parent.parent.name for path in data_dir.glob("rare_species/*/*/dataset_info.json"))
     assert built == ["inception_342", "small_128", "standard_256"]
     assert not (data_dir / "rare_species" / "standard_256_species_disjoint").exists()

@@ -9,6 +9,7 @@ import sys
 
 import pandas as pd
 import pytest
+import tensorflow_datasets as tfds
 
 import pipelines
 import tfds_rarespecies
@@ -111,9 +112,5 @@ def test_the_tfds_cli_builds_an_export_with_its_own_labels(tmp_path, real_metada
                             capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "labels from the metadata: phylum 4, class 4, order 4, family 4" in result.stdout
-    code = ("import json, tfds_rarespecies, tensorflow_datasets as tfds; "
-            f"builder = tfds.builder('rare_species/my_export_128', data_dir={str(tmp_path / 'data')!r}); "
-            "print(json.dumps(builder.info.features['family'].names))")
-    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    assert json.loads(loaded.stdout.strip().splitlines()[-1]) == [
-        "labacroporidae", "labapidae", "labcheloniidae", "labunionidae"]
+    loaded = tfds.builder("rare_species/my_export_128", data_dir=str(tmp_path / "data"))  # a config built elsewhere
+    assert loaded.info.features["family"].names == ["labacroporidae", "labapidae", "labcheloniidae", "labunionidae"]

@@ -183,36 +183,36 @@ def test_a_manual_dir_holding_two_downloads_is_refused_naming_them(tmp_path, lay
 
 
 @pytest.mark.parametrize("what", ["zip", "file"])
-def test_a_manual_dir_that_is_a_file_or_the_zip_itself_is_one_line(capsys, tmp_path, what):
+def test_a_manual_dir_that_is_a_file_or_the_zip_itself_is_one_line(tmp_path, what):
     target = _zip(_download(tmp_path), tmp_path / "rare_species.zip") if what == "zip" else \
         tmp_path / "download" / "metadata.csv"
     if what == "file":
         _download(tmp_path)
-    code, stderr = tfds_build(capsys, "--config=small_128", f"--manual_dir={target}",
+    code, stderr = tfds_build("--config=small_128", f"--manual_dir={target}",
                               f"--data_dir={tmp_path / 'data'}")
     assert_one_line(code, stderr, rf"tfds build: error: --manual_dir={target}: a file, not a "
                     rf"folder; pass the folder holding it \(--manual_dir=")
     assert not (tmp_path / "data").exists()
 
 
-def test_a_full_disk_is_one_line_naming_where(capsys, tmp_path, monkeypatch):
+def test_a_full_disk_is_one_line_naming_where(tmp_path, monkeypatch):
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(pathlib.Path, "write_bytes", full)
-    code, stderr = tfds_build(capsys, '--config={"name": "full_disk", "short_side": 128, "num_workers": 1}',
+    code, stderr = tfds_build('--config={"name": "full_disk", "short_side": 128, "num_workers": 1}',
                               f"--manual_dir={COURSE_SAMPLE}", f"--data_dir={tmp_path / 'data'}")
     assert_one_line(code, stderr, r"tfds build: error: .*\.jpg: no space left on the disk; "
                     r"free space there, or build into a --data_dir")
     assert not list((tmp_path / "data").rglob("*.tfrecord*"))
 
 
-def test_ctrl_c_is_one_line_with_exit_130_and_no_unfinished_folder(capsys, tmp_path, monkeypatch):
+def test_ctrl_c_is_one_line_with_exit_130_and_no_unfinished_folder(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(catalog, "read_download", interrupted)
-    code, stderr = tfds_build(capsys, "--config=small_128", f"--manual_dir={COURSE_SAMPLE}",
+    code, stderr = tfds_build("--config=small_128", f"--manual_dir={COURSE_SAMPLE}",
                               f"--data_dir={tmp_path / 'data'}")
     assert_one_line(code, stderr, r"tfds build: interrupted \(Ctrl-C\); the unfinished dataset folder is removed",
                     errors.EXIT_INTERRUPTED)

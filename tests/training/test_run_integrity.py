@@ -1,9 +1,11 @@
 """A run directory is one run's: one writer at a time, nothing adopted that is not this run, nothing continued on
 another dataset, and a start that fails writes nothing a corrected command would trip over."""
 
+import dataclasses
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -12,35 +14,50 @@ import time
 
 import pytest
 
-from tests.conftest import user_env
+from tests.conftest import once, user_env
 from tests.training.test_end_to_end import tiny_config
 from tests.training.test_resume import REPO, command, logged_epochs
-from trainer.training import train
-from trainer.training.config import ConfigError
+from trainer import cli, tune
+from trainer.auditing import run as audit_run
+from trainer.auditing.settings import AuditConfig
+from trainer.training import inputs, train
+from trainer.training.config import Config, ConfigError
 from trainer.training.run_dir import FolderLock, RunFiles, RunLockedError
+
+
+def refusal(run) -> str:
+    """The one-line message of the UserError run() raises: what cli.run prints with exit status 2 (the rebuilt
+    dataset's and the following tests check that path itself, in processes of their own)."""
+    with pytest.raises(cli.UserError) as refused:
+        run()
+    assert "\n" not in str(refused.value)
+    return str(refused.value)
 
 
 @pytest.mark.slow
 def test_two_processes_into_one_model_dir_one_refuses_the_other_finishes_and_a_rerun_completes(tiny_data_dir,
                                                                                                 tmp_path):
+    """The first is `python -m trainer.main`; the second and the rerun are this test's process, with the same
+    arguments."""
     model_dir = tmp_path / "run"
-    first = subprocess.Popen(command(tiny_data_dir, model_dir), cwd=REPO, env=user_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not logged_epochs(model_dir, "phase1") and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert first.poll() is None, "the first run ended before the second could start"
-    second = subprocess.run(command(tiny_data_dir, model_dir), cwd=REPO, env=user_env(), capture_output=True, text=True,
-                            timeout=300)
-    assert second.returncode == 2
-    lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"pid {first.pid} on " in lines[0] and "rerunning the same command" in lines[0]
-    assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
+    args = [*command(tiny_data_dir, model_dir), "--phase2_epochs=3"]  # epochs enough to be running when refused
+    config = cli.parse(args[3:], Config)
+    inputs.dataset_info(config)  # opened before the first starts: the refusal below then takes milliseconds
+    first = subprocess.Popen(args, cwd=REPO, env=user_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not logged_epochs(model_dir, "phase1") and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before the second could start"
+        line = refusal(lambda: train.run(config))
+        assert f"pid {first.pid} on " in line and "rerunning the same command" in line
+        assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
+    finally:
+        first.kill()
     history = (model_dir / "logs" / "phase2.csv").read_text().splitlines()
     assert sum(line.startswith("epoch") for line in history) == 1  # one header: one writer
-    rerun = subprocess.run(command(tiny_data_dir, model_dir), cwd=REPO, env=user_env(), capture_output=True, text=True,
-                           timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert train.run(config)["label_rank"] == "family"
 
 
 def test_the_lock_of_a_dead_process_is_taken_over(tmp_path):
@@ -68,28 +85,41 @@ def test_files_of_a_run_without_flags_txt_are_not_adopted(tiny_data_dir, tmp_pat
     assert sorted(path.name for path in tmp_path.iterdir()) == [".lock", "metrics.json"]
 
 
-def test_a_failed_start_writes_nothing_and_the_corrected_command_runs(tiny_data_dir, tmp_path):
-    not_weights = tmp_path / "weights.weights.h5"
-    not_weights.write_text("not an HDF5 file")
-    model_dir = tmp_path / "run"
-    config = tiny_config(tiny_data_dir, model_dir, phase2_epochs=1)
-    with pytest.raises(ConfigError, match="--weights=.*could not be loaded.*--weights=none") as refused:
-        train.run(tiny_config(tiny_data_dir, model_dir, phase2_epochs=1, weights=str(not_weights)))
-    assert "\n" not in str(refused.value)
-    assert RunFiles(model_dir).run_files_present() == []
-    assert train.run(config)["label_rank"] == "family"
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    data_dir: str
+    model_dir: str
+    refusal: str  # of the start with weights that could not be loaded
+    files_after_refusal: list[str]
+    label_rank: str  # of the corrected run's results
 
 
 @pytest.fixture(scope="module")
-def finished(tiny_data_dir, tmp_path_factory):
-    """A finished run on a copy of the tiny dataset that the tests below may rebuild in place."""
-    data_dir = tmp_path_factory.mktemp("data")
-    shutil.copytree(tiny_data_dir, data_dir, dirs_exist_ok=True)
-    config = tiny_config(str(data_dir), tmp_path_factory.mktemp("run"), phase2_epochs=1)
-    train.run(config)
-    return config
+def finished(tiny_data_dir, shared_dir) -> Finished:
+    """A run on a copy of the tiny dataset (which the tests below may rebuild in place), started first with weights
+    that cannot be loaded, then with the corrected command, which finishes it: one run for the tests below and
+    every xdist worker."""
+    def make(root: pathlib.Path) -> dict:
+        shutil.copytree(tiny_data_dir, root / "data")
+        not_weights = root / "weights.weights.h5"
+        not_weights.write_text("not an HDF5 file")
+        config = tiny_config(str(root / "data"), root / "run", phase2_epochs=0, steps_per_epoch=2)
+        refused = refusal(lambda: train.run(dataclasses.replace(config, weights=str(not_weights))))
+        files = RunFiles(root / "run").run_files_present()
+        return dataclasses.asdict(Finished(config.data_dir, config.model_dir, refused, files,
+                                           train.run(config)["label_rank"]))
+
+    return Finished(**once(shared_dir, "run_integrity_finished", make))
 
 
+@pytest.mark.xdist_group("run_integrity_finished")
+def test_a_failed_start_writes_nothing_and_the_corrected_command_runs(finished):
+    assert re.search("--weights=.*could not be loaded.*--weights=none", finished.refusal)
+    assert finished.files_after_refusal == []
+    assert finished.label_rank == "family"
+
+
+@pytest.mark.xdist_group("run_integrity_finished")
 def test_a_run_records_what_it_was_trained_on(finished):
     record = json.loads(RunFiles(pathlib.Path(finished.model_dir)).trained_on.read_text())
     assert record["dataset"] == "rare_species/small_128/1.1.0" and record["weights"] == "none"
@@ -97,6 +127,7 @@ def test_a_run_records_what_it_was_trained_on(finished):
     assert all(len(digest) == 64 for digest in record["split_digests"].values())
 
 
+@pytest.mark.xdist_group("run_integrity_finished")
 def test_a_rerun_on_a_rebuilt_dataset_is_refused(finished):
     """Rebuilding the dataset in place with other splits changes the build report's digests (the builder's tests
     check they follow the splits); the finished run is then neither resumed nor rescored."""
@@ -124,15 +155,19 @@ def _one_line_error(args: list[str], env: dict | None = None) -> str:
 
 @pytest.mark.parametrize("command", ["main", "tune", "audit"])
 def test_a_file_where_a_folder_is_expected_is_one_line(tiny_data_dir, tmp_path, command):
+    """Each command's own code, as `python -m trainer.<command>` calls it with these flags."""
     a_file = tmp_path / "a_file"
     a_file.write_text("mine")
-    args = {"main": ["trainer.main", f"--model_dir={a_file}/run", "--backbone=baseline_cnn", "--weights=none",
-                     f"--data_dir={tiny_data_dir}", "--dataset_config=small_128", "--image_size=32"],
-            "tune": ["trainer.tune", "--flagfile=configs/tune_demo.flags", f"--data_dir={tiny_data_dir}",
-                     "--study_name=s", f"--tune_dir={a_file}", "--n_trials=1"],
-            "audit": ["trainer.audit", f"--data_dir={tiny_data_dir}", "--config=small_128", "--embedder=color_stats",
-                      f"--out={a_file}"]}[command]
-    assert f"{a_file} is a file, not a folder" in _one_line_error(args)
+    run = {"main": lambda: train.run(cli.parse([
+               f"--model_dir={a_file}/run", "--backbone=baseline_cnn", "--weights=none", f"--data_dir={tiny_data_dir}",
+               "--dataset_config=small_128", "--image_size=32"], Config)),
+           "tune": lambda: tune.run(*tune.parse([
+               f"--flagfile={REPO}/configs/tune_demo.flags", f"--data_dir={tiny_data_dir}", "--study_name=s",
+               f"--tune_dir={a_file}", "--n_trials=1"])),
+           "audit": lambda: audit_run.run(cli.parse([
+               f"--data_dir={tiny_data_dir}", "--config=small_128", "--embedder=color_stats", f"--out={a_file}"],
+               AuditConfig))}[command]
+    assert f"{a_file} is a file, not a folder" in refusal(run)
     assert a_file.read_text() == "mine"
 
 
@@ -162,8 +197,9 @@ def test_a_second_tuner_of_the_same_study_on_one_machine_is_one_line(tiny_data_d
         "    print('held', flush=True); time.sleep(600)\n")], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        line = _one_line_error(["trainer.tune", "--flagfile=configs/tune_demo.flags", f"--data_dir={tiny_data_dir}",
-                                "--study_name=s", f"--tune_dir={tmp_path / 'tune'}", "--n_trials=1"])
+        line = refusal(lambda: tune.run(*tune.parse([
+            f"--flagfile={REPO}/configs/tune_demo.flags", f"--data_dir={tiny_data_dir}", "--study_name=s",
+            f"--tune_dir={tmp_path / 'tune'}", "--n_trials=1"])))
         assert f"being written by pid {holder.pid}" in line and "--study_name=s" in line
         assert sorted(path.name for path in study_dir.iterdir()) == [f".lock-{os.uname().nodename}"]
     finally:
@@ -171,15 +207,17 @@ def test_a_second_tuner_of_the_same_study_on_one_machine_is_one_line(tiny_data_d
 
 
 def test_a_full_disk_is_one_line(tmp_path):
-    """Any command's writer meeting ENOSPC (here a main raising it, as a full disk makes write() do)."""
-    script = ("import errno, sys\n"
+    """Any command's writer meeting ENOSPC (here a main raising it, as a full disk makes write() do): cli.run's
+    handling, whatever the command's settings (here one flag, which spares the child TensorFlow's import)."""
+    script = ("import dataclasses, errno, sys\n"
               "from trainer import cli\n"
-              "cli.quiet_native_logs()\n"
-              "from trainer.training.config import Config\n"
-              "def main(config):\n"
-              "    raise OSError(errno.ENOSPC, 'No space left on device', 'runs/x/model.keras')\n"
+              "@dataclasses.dataclass(frozen=True)\n"
+              "class Settings:\n"
+              "    model_dir: str = cli.field('runs/x', 'Where the run goes.', group='outputs')\n"
+              "def main(settings):\n"
+              "    raise OSError(errno.ENOSPC, 'No space left on device', f'{settings.model_dir}/model.keras')\n"
               "sys.argv[0] = 'trainer.main'\n"
-              "cli.run('trainer.main', main, Config)\n")
+              "cli.run('trainer.main', main, Settings)\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=user_env(), capture_output=True, text=True,
                           timeout=300)
     lines = done.stderr.strip().splitlines()

@@ -3,8 +3,6 @@ study back, and the budget's assertions.
 
 Trials are tune_demo.flags shrunk (baseline CNN at 32 px, head only on cached embeddings): seconds each."""
 
-import fcntl
-import json
 import os
 import pathlib
 import subprocess
@@ -64,13 +62,3 @@ def assert_multi_worker_study(study: optuna.Study, n_trials: int, both_workers: 
     complete = [trial.value for trial in finished if trial.state == TrialState.COMPLETE]
     assert complete and study.best_value == max(complete)
 
-
-def once(shared_dir: pathlib.Path, name: str, make) -> dict:
-    """make(directory) -> a JSON-able result, computed by the first xdist worker that asks and read by the others
-    (`--dist loadgroup` keeps a group on one worker only with pytest < 9.2: pytest-dev/pytest-xdist#1386)."""
-    result = shared_dir / f"{name}.json"
-    with open(shared_dir / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not result.exists():
-            result.write_text(json.dumps(make(shared_dir / name)))
-    return json.loads(result.read_text())

@@ -8,6 +8,7 @@ import sys
 
 import optuna
 import pytest
+from absl import flags
 
 from tests.tuning.common import ENV, REPO, tune_args, tune_cli
 from trainer import tune
@@ -98,13 +99,20 @@ def test_settings_built_in_code_are_checked_against_the_flags_bounds(change, mes
 @pytest.mark.parametrize("args, message", [
     (["--search_space=everything"], "flag --search_space=everything: value should be one of <head|full>"),
     (["--n_trials=0"], "flag --n_trials=0: 0 is not a positive integer"),
-    (["--gpus=0", "--workers=2"], "--gpus=0 and --workers=2: give one of them"),
-], ids=["flag_parser", "flag_bound", "tuner"])
-def test_the_command_line_fails_in_one_line_with_status_2(args, message, tmp_path):
-    done = tune_cli(*tune_args(tmp_path / "no_data", tmp_path, "bad"), *args, timeout=120)
+], ids=["flag_parser", "flag_bound"])
+def test_the_flag_parser_refuses_in_one_line(args, message, tmp_path):
+    """What the command's parser raises, which cli.run prints as its one line (exit status 2: the test below)."""
+    with pytest.raises(flags.Error) as refused:
+        tune.parse([*tune_args(tmp_path / "no_data", tmp_path, "bad"), *args])
+    assert message in " ".join(str(refused.value).split())
+
+
+def test_the_command_line_fails_in_one_line_with_status_2(tmp_path):
+    done = tune_cli(*tune_args(tmp_path / "no_data", tmp_path, "bad"), "--gpus=0", "--workers=2", timeout=120)
     errors = [line for line in done.stderr.splitlines() if line.startswith("trainer.tune: error:")]
     assert done.returncode == 2, done.stderr
-    assert len(errors) == 1 and message in errors[0] and "Traceback" not in done.stderr
+    assert len(errors) == 1 and "--gpus=0 and --workers=2: give one of them" in errors[0]
+    assert "Traceback" not in done.stderr
 
 
 def test_helpfull_documents_every_trainer_and_tuner_flag():
