@@ -127,7 +127,8 @@ def prepare_all(jobs: Iterable[Job], short_side: int, quality: int, workers: int
     jobs = list(jobs)
     workers = worker_count(workers)
     step = functools.partial(prepare_one, short_side=short_side, quality=quality, min_side=min_side)
-    progress = functools.partial(tqdm.tqdm, total=len(jobs), desc="Decoding and resizing images", unit=" images")
+    progress = functools.partial(tqdm.tqdm, total=len(jobs), desc="Decoding and resizing images", unit=" images",
+                                 disable=None)
     if workers == 1 or len(jobs) < 2:
         yield from progress(map(step, jobs))
         return

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from tests.conftest import once
 from tests.tuning.common import (
     ENV,
     REPO,
     assert_exactly_n_trials,
     assert_multi_worker_study,
     journal_study,
-    once,
     tune_args,
     tune_cli,
 )
@@ -73,8 +73,9 @@ def test_the_command_prints_one_line_per_trial_of_either_worker(two_workers):
         assert all(f"{name}=" in line for name in trial.params)
         if trial.state == TrialState.COMPLETE:
             assert f"complete: validation macro-F1 {trial.value:.4f}" in line
-        assert "Epoch 1/" in trial_log(study_dir / f"trial_{trial.number:04d}").read_text()
-    assert "Epoch 1/" not in stdout and not re.search(r"test_?F1|final test +\d", stdout, re.IGNORECASE)
+        assert "(run epoch 1)" in trial_log(study_dir / f"trial_{trial.number:04d}").read_text()
+    assert "(run epoch 1)" not in stdout
+    assert not re.search(r"test_?F1|final test +\d", stdout, re.IGNORECASE)
 
 
 @pytest.mark.slow
@@ -103,10 +104,12 @@ def test_best_flags_retrain_with_trainer_main(two_workers):
     best = journal_study(study_dir).best_trial
     config = config_lib.parse([f"--flagfile={study_dir / 'best.flags'}"])
     trial_flags = config_lib.parse([f"--flagfile={study_dir / f'trial_{best.number:04d}' / 'flags.txt'}"])
-    # The retrain is one process: it gets the machine's whole cache budget, which two workers split.
+    # The retrain is one process: it gets the machine's whole cache budget, which two workers split; it draws
+    # the TensorBoard images the trials skip.
     assert config == dataclasses.replace(trial_flags, model_dir=str(study_dir / f"best_run_{best.number:04d}"),
                                          test_split=Config.test_split,
-                                         train_cache_gib=Config.train_cache_gib)
+                                         train_cache_gib=Config.train_cache_gib, tensorboard_images=True)
+    assert not trial_flags.tensorboard_images
     done = subprocess.run([sys.executable, "-m", "trainer.main", f"--flagfile={study_dir / 'best.flags'}"],
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

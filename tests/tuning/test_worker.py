@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from tests.tuning.common import BAD, GOOD, journal_study, once, tune_args
+from tests.conftest import once
+from tests.tuning.common import BAD, GOOD, journal_study, tune_args
 from trainer import tune
 from trainer.training import train
 from trainer.training.config import Config
@@ -90,7 +91,7 @@ def test_the_console_shows_one_line_per_trial_and_each_trial_logs_beside_its_dir
     pruned = study.trials[3]
     assert (f"pruned at epoch {pruned.last_step}: validation macro-F1 "
             f"{pruned.intermediate_values[pruned.last_step]:.4f}") in lines[3]
-    assert "Epoch 1/" not in console and "Traceback" not in console  # Keras' output and tracebacks: in the logs
+    assert "(run epoch 1)" not in console and "Traceback" not in console  # epoch lines and tracebacks: in the logs
     logs = {trial.number: trial_log(pathlib.Path(trial.user_attrs["model_dir"])) for trial in study.trials}
     assert "evaluating the best checkpoint on validation" in logs[0].read_text()
     assert "Traceback" in logs[2].read_text() and "injected failure in trial 2" in logs[2].read_text()
@@ -124,7 +125,8 @@ def test_trial_output_full_prints_what_the_trial_prints(tiny_data_dir, tmp_path)
     console = io.StringIO()
     with contextlib.redirect_stdout(console):
         tune.run(base, settings)
-    assert "Epoch 1/" in console.getvalue() and "evaluating the best checkpoint on validation" in console.getvalue()
+    shown = console.getvalue()
+    assert "(run epoch 1)" in shown and "evaluating the best checkpoint on validation" in shown
     assert [line for line in console.getvalue().splitlines() if line.startswith("tune: trial 0 complete")]
     assert not list((tmp_path / "full").glob("trial_*.log"))
 

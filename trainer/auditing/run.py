@@ -57,7 +57,8 @@ def _read_examples(builder: tfds.core.DatasetBuilder, readers: list) -> pd.DataF
     features = builder.info.features
     records = []
     total = sum(builder.info.splits[name].num_examples for name in _split_names(builder))
-    with tqdm.tqdm(total=total, desc="Reading and measuring images", unit=" images") as progress:
+    with tqdm.tqdm(total=total, desc="Reading and measuring images", unit=" images",
+                   disable=None) as progress:
         for split in _split_names(builder):
             for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
                 image = example["image"]

@@ -24,13 +24,12 @@ def run_embedder(model: keras.Model) -> keras.Model:
 
 
 def backbone_embedder(backbone: str, weights: str, size: int) -> keras.Model:
-    """0..255 images -> the pooled embedding of a registered backbone with the given weights (imagenet, none,
-    or a .weights.h5 path), as trainer.main would start training from."""
+    """0..255 images -> the pooled embedding of a registered backbone with the given weights (pretrained,
+    imagenet, none, a .weights.h5 path or a keras-hub preset directory), as trainer.main would start from."""
     spec = pipelines.get_backbone(backbone)
     images = keras.Input((size, size, 3), name="image")
-    features = models.build_backbone(spec, size, weights)(spec.scaling_layer()(images),
-                                                         training=False)
-    return keras.Model(images, keras.layers.GlobalAveragePooling2D(name="pool")(features), name="embedder")
+    pooled = models.build_embedder(spec, models.build_backbone(spec, size, weights), size)
+    return keras.Model(images, pooled(spec.scaling_layer()(images)), name="embedder")
 
 
 def split_embeddings(embedder: keras.Model, batches: tf.data.Dataset,
@@ -39,7 +38,7 @@ def split_embeddings(embedder: keras.Model, batches: tf.data.Dataset,
     embed = tf.function(lambda images: tf.cast(embedder(images, training=False), tf.float32),
                         reduce_retracing=True)
     rows, ids = [], []
-    for images, labels, _ in tqdm.tqdm(batches, total=total, desc="Embedding", unit=" batches"):
+    for images, labels, _ in tqdm.tqdm(batches, total=total, desc="Embedding", unit=" batches", disable=None):
         rows.append(embed(images).numpy())
         ids.append(labels.numpy())
     return np.concatenate(rows), np.concatenate(ids)

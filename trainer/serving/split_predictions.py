@@ -86,7 +86,7 @@ def predict_split(predictor: predictors.Predictor, cfg: pipelines.InputConfig, s
 
     batches = [(heads(images), ids, names)
                for images, ids, names in tqdm.tqdm(dataset.as_numpy_iterator(), desc=f"Predicting {split}",
-                                                   total=batch_count(cfg, split), unit=" batches")]
+                                                   total=batch_count(cfg, split), unit=" batches", disable=None)]
     if not batches:
         raise SplitError(f"split {split} of {cfg.dataset_config} is empty: choose another --split")
     probabilities, ids, names = zip(*batches)

@@ -186,9 +186,10 @@ class Worker:
     def _train(self, trial: optuna.Trial) -> float:
         params = space_lib.suggest(trial, self.settings.space, self.base)
         run_dir = trial_dir(self.settings, storage_lib.frozen_trial(self.study, trial.number))
-        # No test split: a trial's figures are for choosing, and choosing must not see test.
+        # No test split: a trial's figures are for choosing, and choosing must not see test. No TensorBoard
+        # images (seconds a trial): the HParams table of flags and validation figures compares the trials.
         config = dataclasses.replace(space_lib.trial_config(self.base, self.settings.space, params, str(run_dir)),
-                                     test_split="")
+                                     test_split="", tensorboard_images=False)
         trial.set_user_attr("model_dir", str(run_dir))
         mode = self.settings.trial_output
 
