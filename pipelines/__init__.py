@@ -27,7 +27,8 @@ Public API (everything the trainer needs; the modules hold one concern each):
 - `class_weights(counts, scheme, beta=0.999) -> dict[int, float]` (balancing): for Keras' class_weight.
 - `cached_features(model, weights_id, cfg, split, cache_dir) -> Features` (features): frozen-backbone
   embeddings cached on disk; `Features.dataset(batch_size)` feeds a head; `weights_id(weights, seed)` names
-  the weights in the cache key (the one definition the trainer and the audit share).
+  the weights in the cache key (the one definition the trainer and the audit share); `weights_digest(path)`
+  hashes a weights file or keras-hub preset directory (also trained_on.json's identity).
 - `get_backbone(name)`, `BACKBONES` (backbones): the one per-backbone table; `Backbone.preprocess(images)`
   scales 0..255 images in tf.data, `Backbone.scaling_layer()` is the same scaling as a standard
   `keras.layers.Rescaling` for the front of a saved model.
@@ -39,7 +40,7 @@ from pipelines.backbones import BACKBONES, get_backbone
 from pipelines.balancing import class_weights
 from pipelines.config import InputConfig
 from pipelines.datasets import distributed_dataset, make_dataset, num_workers, steps_per_epoch
-from pipelines.features import Features, cached_features, weights_id
+from pipelines.features import Features, cached_features, weights_digest, weights_id
 from pipelines.model_front import BackboneScaling, model_front_layers
 from pipelines.reading import DatasetInfo, DatasetNotBuiltError, dataset_info, label_counts
 
@@ -47,5 +48,5 @@ __all__ = [
     "BACKBONES", "BackboneScaling", "DatasetInfo", "DatasetNotBuiltError", "Features", "InputConfig",
     "augmentation_layers", "cached_features", "class_weights", "dataset_info", "distributed_dataset",
     "get_backbone", "label_counts", "make_dataset", "model_front_layers", "num_workers", "steps_per_epoch",
-    "weights_id",
+    "weights_digest", "weights_id",
 ]

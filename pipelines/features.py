@@ -46,14 +46,29 @@ class Features:
 
 
 def weights_id(weights: str, seed: int) -> str:
-    """Names backbone weights for the cache key: "imagenet", a weights file by its content hash (wherever it
-    lives), random initialisation by its seed (only a seeded initialisation is reproducible)."""
-    if weights == "imagenet":
-        return "imagenet"
+    """Names backbone weights for the cache key: "imagenet" or "pretrained" (the published weights), a weights
+    file or keras-hub preset directory by its content hash (wherever it lives), random initialisation by its
+    seed (only a seeded initialisation is reproducible)."""
+    if weights in ("imagenet", "pretrained"):
+        return weights
     if weights == "none":
         return f"random-seed{seed}"
-    digest = hashlib.sha256(pathlib.Path(weights).expanduser().read_bytes()).hexdigest()[:16]
-    return f"file-{digest}"
+    return f"file-{weights_digest(weights)[:16]}"
+
+
+def weights_digest(weights: str) -> str:
+    """sha256 of a weights file, or of a keras-hub preset directory's config.json and *.weights.h5 files (by
+    name; what the network is built and loaded from, not its metadata or tokenizer), read in 1 MiB blocks."""
+    path = pathlib.Path(weights).expanduser()
+    files = sorted([path / "config.json", *path.glob("*.weights.h5")]) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        if path.is_dir():
+            digest.update(f"{file.name}\0".encode())
+        with open(file, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def cache_key(cfg: InputConfig, split: str, weights_id: str) -> dict:

@@ -14,8 +14,8 @@ from PIL import Image
 
 from tests.evaluation.common import pattern
 from trainer.numbers import calibration, rollup
-from trainer.serving import export, predict, predictors, savedmodel, savedmodel_rollup, trained_model
-from trainer.training import calibration_file
+from trainer.serving import export, predict, predictors, savedmodel_rollup, trained_model
+from trainer.training import calibration_file, run_dir
 from trainer.training.run_dir import RunFiles
 
 # Two phyla; orders o1, o2 in p1 and o3 in p2; families f1, f2 in o1, f3 in o2, f4, f5 in o3.
@@ -136,7 +136,7 @@ def test_export_asked_to_roll_up_without_a_calibration_is_one_line(hierarchical_
     copy = _copy_run(hierarchical_run, tmp_path / "run")
     with pytest.raises(calibration_file.CalibrationFileError, match="no calibration.json") as raised:
         export.export(export.ExportSettings(str(copy.model_dir), rollup_precision=PRECISION))
-    assert "\n" not in str(raised.value) and not (copy.model_dir / savedmodel.EXPORT_DIR_NAME).exists()
+    assert "\n" not in str(raised.value) and not (copy.model_dir / run_dir.SAVED_MODEL_DIR).exists()
 
 
 def test_litert_metadata_carries_the_tree_and_the_rollup_thresholds(hierarchical_run, tmp_path, capsys):

@@ -63,3 +63,32 @@ def test_baseline_scales_to_unit_range():
 def test_unknown_backbone_lists_the_choices():
     with pytest.raises(ValueError, match="unknown backbone 'resnet': choose one of baseline_cnn, convnextbase"):
         backbones.get_backbone("resnet")
+
+
+HUB_ROWS = [row for row in backbones.BACKBONES.values() if row.hub]
+# The normalisation of each family's Hugging Face image processor, which keras-hub's checkpoint converters copy
+# into the preset's image converter (scale = 1 / 255 / std, offset = -mean / std): DINOv2 ImageNet statistics,
+# SigLIP 2 mean = std = 0.5.
+HUB_NORMALISATION = {"dinov2": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                     "siglip2": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+
+
+@pytest.mark.parametrize("row", HUB_ROWS, ids=lambda row: row.name)
+def test_hub_scaling_equals_the_preset_image_converter(row):
+    import keras_hub
+
+    mean, std = HUB_NORMALISATION[row.hub.family]
+    converter = keras_hub.layers.ImageConverter(scale=[1 / 255 / s for s in std],
+                                                offset=[-m / s for m, s in zip(mean, std)])
+    images = np.random.default_rng(3).integers(0, 256, (2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(row.preprocess(images).numpy(), np.asarray(converter(images)), atol=1e-5)
+
+
+@pytest.mark.parametrize("row", HUB_ROWS, ids=lambda row: row.name)
+def test_hub_rows_name_a_preset_of_their_keras_hub_class(row):
+    import keras_hub
+
+    presets = {"dinov2": keras_hub.models.DINOV2Backbone, "siglip2": keras_hub.models.SigLIPBackbone}
+    assert row.hub.preset in presets[row.hub.family].presets
+    assert row.input_size % row.hub.patch_size == 0 and row.min_input_size % row.hub.patch_size == 0
+    assert row.hub.hidden_dim % row.hub.num_heads == 0

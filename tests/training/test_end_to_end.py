@@ -25,7 +25,7 @@ def tiny_config(data_dir, model_dir, **changes) -> Config:
     base = Config(data_dir=data_dir, model_dir=str(model_dir), dataset_config="small_128", backbone="baseline_cnn",
                   image_size=32, weights="none", batch_size=8, steps_per_epoch=12, phase1_epochs=1,
                   phase1_learning_rate=3e-3, phase2_epochs=8, phase2_learning_rate=3e-3, unfreeze_layers=-1,
-                  warmup_epochs=0, early_stopping_patience=10, seed=1)
+                  warmup_epochs=0, early_stopping_patience=10, seed=1, tensorboard_images=False)
     return dataclasses.replace(base, **changes)
 
 

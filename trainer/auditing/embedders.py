@@ -92,13 +92,14 @@ def _pooled_backbone(config: AuditConfig) -> keras.Model:
     spec = backbones.get_backbone(config.backbone)
     # Random initial weights are only reproducible, and so only cacheable, under a fixed seed.
     keras.utils.set_random_seed(config.seed)
+    size = input_config(config).image_size
     try:
-        backbone = models.build_backbone(spec, input_config(config).image_size, os.path.expanduser(config.weights))
+        backbone = models.build_backbone(spec, size, os.path.expanduser(config.weights))
     except Exception as exc:  # Keras raises a bare Exception when it cannot download the ImageNet weights.
         raise AuditError(f"--weights={config.weights}: cannot load {spec.name} weights "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); give a local "
                          ".weights.h5 of the backbone without top, none, or --embedder=color_stats") from None
-    return keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()], name=f"{spec.name}_embedder")
+    return models.build_embedder(spec, backbone, size)
 
 
 class ZeroShot:

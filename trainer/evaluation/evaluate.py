@@ -50,10 +50,9 @@ from trainer.cli import field
 from trainer.evaluation import embeddings, few_shot, reports
 from trainer.numbers import calibration, metrics, rollup
 from trainer.serving import litert, predictors, split_predictions
-from trainer.training import calibration_file, inputs
+from trainer.training import calibration_file, inputs, run_dir
 
 ALL_SPLITS = "train+validation+test"  # BioCLIP's few-shot protocol uses the whole set
-EVAL_DIR_NAME = "eval"
 
 
 class EvaluationError(cli.UserError):
@@ -90,7 +89,8 @@ class EvaluationConfig:
                                 "has trained on train, so its embeddings have seen those images.", group="few-shot")
     backbone: str = field("", "With --few_shot and no --model_dir: the backbone whose embeddings are judged.",
                           choices=("", *pipelines.BACKBONES), group="few-shot")
-    weights: str = field("imagenet", "With --backbone: imagenet, none, or a local .weights.h5 path.",
+    weights: str = field("imagenet", "With --backbone: pretrained, imagenet, none, a local .weights.h5 path or "
+                                     "keras-hub preset folder.",
                          group="few-shot", path=True)
     dataset_config: str = field("", "With --backbone: the dataset config to read; empty = the backbone's own.",
                                 group="few-shot")
@@ -265,6 +265,9 @@ def few_shot_counts(values: tuple[str, ...]) -> tuple[int, ...]:
 
 def evaluate_backbone(config: EvaluationConfig, shots: tuple[int, ...]) -> dict:
     """Few-shot results of --backbone with --weights (no run), printed and, with --output_dir, written."""
+    problem = pipelines.backbones.weights_problem(pipelines.get_backbone(config.backbone), config.weights)
+    if problem:
+        raise EvaluationError(problem)
     fields = {"dataset_config": config.dataset_config} if config.dataset_config else {}
     cfg = inputs.evaluation_view(pipelines.InputConfig.for_backbone(
         config.backbone, str(pathlib.Path(config.data_dir).expanduser()) if config.data_dir else None,
@@ -301,6 +304,6 @@ def report_dir(model_dir: str, split: str, predictor: predictors.Predictor) -> p
     name = split.replace("/", "_")
     if isinstance(predictor, litert.LiteRTModel):
         name += f"_litert_{predictor.metadata['quantization']}"
-    return pathlib.Path(model_dir).expanduser() / EVAL_DIR_NAME / name
+    return pathlib.Path(model_dir).expanduser() / run_dir.EVAL_DIR / name
 
 

@@ -88,7 +88,10 @@ def check_weights(config: Config) -> Result:
         return fail("weights", problem)
     if weights == "none":
         return ok("weights", f"none: {spec.name} starts from random weights")
-    if weights == "imagenet":
+    if weights == "pretrained" and spec.hub:
+        return warn("weights", f"pretrained: trainer.main downloads the keras-hub preset {spec.hub.preset} at start "
+                               "(needs network); offline, pass a saved preset directory (docs/train.md)")
+    if weights in ("imagenet", "pretrained"):
         return _check_imagenet(spec, config.input_size)
     problem = _load_problem(spec, config.input_size, weights)
     if problem:

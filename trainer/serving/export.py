@@ -59,8 +59,8 @@ class ExportSettings:
     format: str = field("saved_model", "saved_model: for TF Serving; litert: a .tflite for phones, laptops and "
                         "camera traps (uint8 pixels in, probabilities out), with measured parity.", choices=FORMATS,
                         group="outputs")
-    export_dir: str = field("", f"Where to write; empty = <model_dir>/{savedmodel.EXPORT_DIR_NAME} (saved_model) or "
-                            f"<model_dir>/{litert.DIR_NAME} (litert, where predict/evaluate look).",
+    export_dir: str = field("", f"Where to write; empty = <model_dir>/{run_dir.SAVED_MODEL_DIR} (saved_model) or "
+                            f"<model_dir>/{run_dir.LITERT_DIR} (litert, where predict/evaluate look).",
                             group="outputs", path=True)
     overwrite: bool = field(False, "Replace an existing export at the same path.", group="outputs")
     top_k: int = field(trained_model.DEFAULT_TOP_K, "saved_model: names at the model's label rank returned per image.",
@@ -101,7 +101,7 @@ def export(settings: ExportSettings) -> pathlib.Path:
 
 
 def _export_saved_model(settings: ExportSettings) -> pathlib.Path:
-    export_dir = pathlib.Path(settings.export_dir or pathlib.Path(settings.model_dir) / savedmodel.EXPORT_DIR_NAME)
+    export_dir = pathlib.Path(settings.export_dir or pathlib.Path(settings.model_dir) / run_dir.SAVED_MODEL_DIR)
     _refuse_existing([export_dir.expanduser()], settings.overwrite)
     trained = trained_model.load_trained(settings.model_dir)
     tree_outputs = _tree_outputs(trained, settings)

@@ -39,11 +39,11 @@ import numpy as np
 
 from tfds_rarespecies import labels
 from trainer import cli
+from trainer.training import run_dir
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "mixed", "int8")
 FASTEST_FIRST = ("int8", "mixed", "dynamic", "float16", "float32")  # the order --quantize=auto tries them in
 AUTO = "auto"
-DIR_NAME = "litert"
 CHOICE_NAME = f"{AUTO}.json"
 LABELS_NAME = "labels.txt"
 SIGNATURE = "serving_default"
@@ -76,7 +76,7 @@ class LiteRTFiles:
 
 
 def default_dir(model_dir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(model_dir).expanduser() / DIR_NAME
+    return pathlib.Path(model_dir).expanduser() / run_dir.LITERT_DIR
 
 
 def find_export(model_dir: str | pathlib.Path, quantize: str = AUTO) -> LiteRTFiles:

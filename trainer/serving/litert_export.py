@@ -65,6 +65,10 @@ DEFAULT_CALIBRATION_IMAGES = 500
 DEBUG_IMAGES = 64  # calibration images the quantisation debugger measures each layer's error on
 
 
+class ConversionError(cli.UserError):
+    """The TFLite converter refused the model: one line naming the variant."""
+
+
 class ParityError(cli.UserError):
     """The converted model disagrees with the Keras model more than allowed; nothing was written."""
 
@@ -200,9 +204,15 @@ def _measured(variant: str, saved_model: str, judge: Judge, measured: dict, prog
 
 
 def convert_saved_model(saved_model: str, quantize: str, calibration: list[np.ndarray] | None = None) -> bytes:
-    """The .tflite bytes of the pixels SavedModel as one variant other than mixed (see the module docstring)."""
-    with litert.quiet_runtime():
-        return _converter(saved_model, quantize, calibration).convert()
+    """The .tflite bytes of the pixels SavedModel as one variant other than mixed (see the module docstring);
+    a model the converter refuses (an op without a LiteRT kernel, a flatbuffer over 2 GB) is one line."""
+    try:
+        with litert.quiet_runtime():
+            return _converter(saved_model, quantize, calibration).convert()
+    except Exception as error:  # noqa: BLE001 (the converter raises ConverterError, ValueError, RuntimeError...)
+        detail = " ".join(str(error).split())[:300] or type(error).__name__
+        raise ConversionError(f"LiteRT cannot convert the model to --quantize={quantize} ({detail}); try another "
+                              "--quantize, or serve the SavedModel (trainer.export --format=savedmodel)") from None
 
 
 def mixed_steps(saved_model: str, calibration: list[np.ndarray],

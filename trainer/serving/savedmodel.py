@@ -24,7 +24,6 @@ import tensorflow as tf
 from pipelines import images as pipeline_images
 from trainer.serving.trained_model import DEFAULT_TOP_K, TrainedModel, center_square
 
-EXPORT_DIR_NAME = "saved_model"
 ENCODED_SPEC = tf.TensorSpec([None], tf.string, name="images")
 PIXELS_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 

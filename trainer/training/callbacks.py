@@ -1,8 +1,8 @@
 """The Keras callbacks of one phase: backup for resuming, the stop on a non-finite loss, early stopping and best
-checkpoint on validation macro-F1, CSV and TensorBoard logs, and the per-epoch hook the tuner prunes with."""
+checkpoint on validation macro-F1, CSV and TensorBoard logs, the progress shown (console.py), and the per-epoch
+hook the tuner prunes with."""
 
 import dataclasses
-import importlib.util
 import json
 import math
 import shutil
@@ -14,10 +14,8 @@ import keras
 import pandas as pd
 
 from trainer import cli
+from trainer.training import console, tensorboard_log
 from trainer.training.run_dir import RunFiles, replace_atomically, write_atomically
-
-# TensorFlow's summary writer needs the tensorboard package, which TensorFlow does not require.
-TENSORBOARD_INSTALLED = importlib.util.find_spec("tensorboard") is not None
 
 EpochHook = Callable[[int, float], None]
 """Called after every epoch with (global epoch number across phases, validation macro-F1)."""
@@ -52,6 +50,9 @@ class PhaseRules:
     best_so_far: float | None
     first_step: int
     input_wait: keras.callbacks.Callback | None = None  # input_wait.InputWait, writes its column before the CSV
+    epochs: int = 0
+    progress: str = "line"  # bar, line or none (console.progress_mode)
+    ema: bool = False  # --ema: the optimizer's weight average is what validation and the checkpoints see
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,16 +84,24 @@ def phase_callbacks(files: RunFiles, rules: PhaseRules, hooks: RunHooks) -> list
                                             barrier=hooks.barrier),
                      keras.callbacks.BackupAndRestore(str(scratch.backup(phase)))]
     callbacks.append(StopOnNonFiniteLoss(files if scratch is None else None, phase, rules.first_step))
+    if rules.ema:
+        # After the backups (raw weights + the optimizer's average: a resume continues the same average), before
+        # every callback that judges or saves the epoch's weights (trainer/training/recipe.py).
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    if rules.progress == "bar":
+        # Ahead of every callback that prints at the end of an epoch: the bar is finished before their lines.
+        callbacks.append(keras.callbacks.ProgbarLogger())
     callbacks.append(keras.callbacks.EarlyStopping(monitor, mode="max", patience=rules.patience,
                                                    restore_best_weights=True, verbose=1))
     if scratch is None:
         callbacks += [rules.input_wait] if rules.input_wait is not None else []
         callbacks.append(keras.callbacks.CSVLogger(str(files.csv_log(phase)), append=True))
-        if TENSORBOARD_INSTALLED:
-            callbacks.append(keras.callbacks.TensorBoard(str(files.tensorboard(phase))))
+        callbacks.append(tensorboard_log.EpochScalars(files.tensorboard, rules.first_step))
+    checkpoint = None
     if rules.checkpoint:
-        callbacks.append(BestCheckpoint((scratch or files).best_weights, monitor, rules.best_so_far,
-                                        verbose=scratch is None))
+        checkpoint = BestCheckpoint((scratch or files).best_weights, monitor, rules.best_so_far,
+                                    verbose=scratch is None and rules.progress == "bar")
+        callbacks.append(checkpoint)
     if scratch is not None:
         callbacks.append(RemoveAfterEpoch(scratch.model_dir))
     if rules.constant_rate:
@@ -102,6 +111,9 @@ def phase_callbacks(files: RunFiles, rules: PhaseRules, hooks: RunHooks) -> list
         on_epoch_end, first_step = hooks.on_epoch_end, rules.first_step
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: on_epoch_end(first_step + epoch + 1, float(logs[monitor]))))
+    if rules.progress == "line":
+        callbacks.append(console.EpochLines(phase, rules.epochs, rules.first_step,
+                                            None if checkpoint is None else checkpoint.saved_now))
     return callbacks + list(hooks.extra)
 
 
@@ -179,16 +191,23 @@ class BestCheckpoint(keras.callbacks.Callback):
     def __init__(self, path, monitor: str, best_so_far: float | None, verbose: bool = True):
         super().__init__()
         self.path, self.monitor, self.best, self.verbose = path, monitor, best_so_far, verbose
+        self.epoch = self.saved_epoch = None
+
+    def saved_now(self) -> bool:
+        """Whether the epoch that just ended was saved as the new best (console.EpochLines marks it)."""
+        return self.saved_epoch is not None and self.saved_epoch == self.epoch
 
     def on_epoch_end(self, epoch, logs=None):
+        self.epoch = epoch
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(value) or (self.best is not None and value <= self.best):
             return
         before, self.best = self.best, float(value)
         replace_atomically(self.path, lambda partial: self.model.save_weights(partial), suffix=".weights.h5")
+        self.saved_epoch = epoch
         if self.verbose:
             was = "" if before is None else f" from {before:.5f}"
-            print(f"\nEpoch {epoch + 1}: {self.monitor} improved{was} to {value:.5f}, saved {self.path}")
+            print(f"Epoch {epoch + 1}: {self.monitor} improved{was} to {value:.5f}, saved {self.path}")
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

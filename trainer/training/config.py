@@ -21,6 +21,9 @@ class ConfigError(cli.UserError):
 
 
 MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
+# Flags that change what a run shows, not what it trains: a resume may set them otherwise.
+PRESENTATION_FLAGS = ("progress", "tensorboard_images")
+PROGRESS_MODES = ("auto", "bar", "line", "none")
 # --aux_loss_weight's default: benchmarks/taxonomy_bench.py's weight of the phylum, class and order heads, the
 # only weight with figures behind it (BUILD-notes.md, "hierarchical vs flat heads").
 AUX_LOSS_WEIGHT = 0.5
@@ -43,15 +46,29 @@ class Config:
     model_dir: str = field("", "Run directory: flags.txt, checkpoints, logs, metrics.json, model.keras. "
                                "Rerunning the same command in it resumes an interrupted run.",
                            group="outputs", path=True)
+    progress: str = field("auto", "What each epoch prints: bar (Keras' progress bar), line (one plain line per "
+                                  "epoch, no terminal escapes: for logs in files), none; auto = bar on a terminal, "
+                                  "else line. Not part of the run: a resume may change it.",
+                          PROGRESS_MODES, group="outputs")
+    tensorboard_images: bool = field(True, "Draw the run's TensorBoard images (a batch of augmented inputs, the "
+                                           "validation confusion by phylum, the worst classes' mistakes): about "
+                                           "2 s per run. Not part of the run.", group="outputs")
 
     # The network.
     backbone: str = field("inceptionv3", "Backbone from pipelines/backbones.py.",
                            tuple(sorted(backbones.BACKBONES)), group="model")
     image_size: int = field(0, "Side of the square model input in pixels; 0 = the backbone's native size.", lower=0,
                             group="model")
-    weights: str = field("imagenet", "Backbone weights: imagenet (Keras download cache), none (random init), or "
-                                     "the path of a .h5/.weights.h5 file of the same backbone without top.",
+    weights: str = field("imagenet", "Backbone weights: pretrained (the published ones: Keras' ImageNet download "
+                                     "or the keras-hub preset), imagenet (its alias for the keras.applications "
+                                     "backbones), none (random init), or a path: a .h5/.weights.h5 file of the same "
+                                     "backbone without top, or a saved keras-hub preset directory (dinov2_*, "
+                                     "siglip2_*; docs/train.md).",
                          group="model", path=True)
+    drop_path: float = field(0.0, "Stochastic depth (drop-path) rate of the backbone's blocks; 0 = off. No "
+                                  "backbone's library has a working one yet (keras-hub 0.32's DINOv2 layer "
+                                  "cannot train): above 0 is refused (docs/train.md).", lower=0, upper=0.9,
+                             group="model")
     pool_dropout: float = field(0.5, "Dropout rate after global average pooling.", lower=0, upper=0.99, group="model")
     dense_units: int = field(256, "Units of the head's hidden Dense (ReLU) layer; 0 = no hidden layer.", lower=0,
                              group="model")
@@ -119,6 +136,30 @@ class Config:
                                          "target is exp(-beta * LCA height to the truth), normalised, so near "
                                          "misses cost less; smaller is softer (e.g. 4); 0 = one-hot.", lower=0,
                                     group="optimisation")
+    # The transfer recipe (trainer/training/recipe.py, wise_ft.py; docs/train.md "Transfer recipe").
+    loss: str = field("cross_entropy", "logit_adjusted: the logit-adjusted loss for long tails (Menon et al., "
+                                       "ICLR 2021): logits + tau * log(training prior); the outputs stay plain. "
+                                       "Instead of --class_weights and --sampling_temperature, not with them.",
+                      ("cross_entropy", "logit_adjusted"), group="optimisation")
+    logit_adjustment_tau: float = field(1.0, "Tau of --loss=logit_adjusted (1 = the paper's).", lower=0,
+                                        group="optimisation")
+    ema: bool = field(False, "Validate, checkpoint and export the exponential moving average of the weights "
+                             "(Polyak averaging, as timm and big_vision recipes keep it); resumes with the run.",
+                      group="optimisation")
+    ema_momentum: float = field(0.99, "Momentum of --ema per optimizer update (an average over ~1/(1-m) "
+                                      "updates: raise it for long phases, e.g. 0.9998 as timm).", lower=0,
+                                upper=0.999999, group="optimisation")
+    wise_ft: str = field("off", "WiSE-FT (Wortsman et al., CVPR 2022): average the phase-1 (probe) and "
+                                "fine-tuned weights, (1-alpha)*probe + alpha*fine-tuned: off, auto (alpha "
+                                "chosen on validation macro-F1, recorded in wise_ft.json) or ALPHA in [0, 1].",
+                         group="optimisation")
+    layer_decay: float = field(1.0, "Layer-wise learning-rate decay (BEiT, Bao et al. 2022): backbone layer i of "
+                                    "L trains at peak * decay^(L+1-i), the head at the peak; 1 = off. Transformer "
+                                    "blocks: ~0.65-0.75; a CNN counts each layer holding weights: ~0.98.",
+                                lower=0, upper=1, group="optimisation")
+    gradient_accumulation_steps: int = field(1, "Update the weights once every N batches, from their mean "
+                                                "gradient (a global batch N times larger); 1 = every batch.",
+                                             lower=1, group="optimisation")
     early_stopping_patience: int = field(5, "Epochs without a better validation macro-F1 before a phase stops.",
                                          lower=1, group="phases")
     plateau_patience: int = field(2, "Epochs without improvement before ReduceLROnPlateau halves a constant "
@@ -205,10 +246,9 @@ def validate(config: Config) -> None:
     if not config.model_dir:
         raise ConfigError("--model_dir is empty: name the run directory, e.g. --model_dir=runs/incv3")
     spec = config.backbone_spec
-    if config.image_size and config.image_size < spec.min_input_size:
-        raise ConfigError(f"--image_size={config.image_size} is below {spec.name}'s minimum "
-                          f"{spec.min_input_size}: use --image_size>={spec.min_input_size}")
-    problem = backbones.weights_problem(spec, config.weights)
+    problem = (backbones.size_problem(spec, config.input_size, config.weights)
+               or backbones.weights_problem(spec, config.weights)
+               or backbones.drop_path_problem(spec, config.drop_path))
     if problem:
         raise ConfigError(problem)
     _check_ranks(config)
@@ -230,8 +270,35 @@ def validate(config: Config) -> None:
         raise ConfigError(f"--jit_compile with --augment_on_device --augment={config.augment}: XLA has no kernel "
                           "for the augmentation's flip/rotation/zoom warp (ImageProjectiveTransformV3); use "
                           "--noaugment_on_device (the same augmentation in tf.data) or --nojit_compile")
+    _check_recipe(config)
     if config.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
         raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task)")
+
+
+def _check_recipe(config: Config) -> None:
+    """The transfer recipe's flags (trainer/training/recipe.py, wise_ft.py)."""
+    if config.loss == "logit_adjusted" and (config.class_weights != "none" or config.sampling_temperature < 1):
+        raise ConfigError(f"--loss=logit_adjusted corrects for the long tail itself, and --class_weights="
+                          f"{config.class_weights} --sampling_temperature={config.sampling_temperature} would "
+                          "correct it again (--class_weights is balanced by default): add --class_weights=none "
+                          "--sampling_temperature=1, or use --loss=cross_entropy")
+    if config.wise_ft not in ("off", "auto") and not _is_fraction(config.wise_ft):
+        raise ConfigError(f"--wise_ft={config.wise_ft}: not off, auto or a number from 0 to 1 (the weight of the "
+                          "fine-tuned model, e.g. --wise_ft=0.5)")
+    if config.wise_ft != "off" and not (config.phase1_epochs and config.phase2_epochs):
+        raise ConfigError(f"--wise_ft={config.wise_ft} averages the phase-1 and fine-tuned weights but "
+                          f"--phase1_epochs={config.phase1_epochs} --phase2_epochs={config.phase2_epochs}: give "
+                          "both phases epochs, or use --wise_ft=off")
+    if config.layer_decay <= 0:
+        raise ConfigError(f"--layer_decay={config.layer_decay} gives the backbone no learning rate: use a decay in "
+                          "(0, 1] (1 = off), or --unfreeze_layers=0 to keep the backbone frozen")
+
+
+def _is_fraction(text: str) -> bool:
+    try:
+        return 0 <= float(text) <= 1
+    except ValueError:
+        return False
 
 
 def _check_ranks(config: Config) -> None:

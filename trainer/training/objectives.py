@@ -53,15 +53,44 @@ class SmoothedCrossentropy(keras.losses.Loss):
         self.targets = None if self.heights is None else soft_label_targets(self.heights, soft_labels_beta)
 
     def call(self, y_true, y_pred):
+        return keras.losses.categorical_crossentropy(self.targets_of(y_true), y_pred,
+                                                     label_smoothing=self.label_smoothing)
+
+    def targets_of(self, y_true):
+        """The target rows of class ids or one-hot rows: one-hot, or soft over the LCA heights."""
         targets = as_one_hot(y_true, self.num_classes)
         if self.targets is not None:
             targets = ops.matmul(targets, ops.convert_to_tensor(self.targets))
-        return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
+        return targets
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing,
                 "soft_labels_beta": self.soft_labels_beta,
                 "heights": None if self.heights is None else self.heights.tolist()}
+
+
+@keras.saving.register_keras_serializable(package="rare_species")
+class LogitAdjustedCrossentropy(SmoothedCrossentropy):
+    """The logit-adjusted loss (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021): the
+    cross-entropy of softmax(logits + tau * log prior), which charges a frequent label's margin more than a
+    rare one's, so the model's own (unadjusted) outputs are balanced at inference. The heads end in a softmax,
+    so the logits are its log-probabilities (clipped as Keras' cross-entropy clips probabilities): a softmax
+    is unchanged by the shift log-softmax adds. adjustments: tau * log prior per label (recipe.log_priors)."""
+
+    def __init__(self, num_classes: int, adjustments, label_smoothing: float = 0.0, soft_labels_beta: float = 0.0,
+                 heights=None, name: str = "logit_adjusted_crossentropy", **kwargs):
+        super().__init__(num_classes, label_smoothing, soft_labels_beta, heights, name=name, **kwargs)
+        self.adjustments = np.asarray(adjustments, dtype=np.float32)
+
+    def call(self, y_true, y_pred):
+        epsilon = keras.config.epsilon()
+        logits = ops.log(ops.clip(ops.cast(y_pred, "float32"), epsilon, 1.0)) + ops.convert_to_tensor(
+            self.adjustments)
+        return keras.losses.categorical_crossentropy(self.targets_of(y_true), logits, from_logits=True,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "adjustments": self.adjustments.tolist()}
 
 
 @keras.saving.register_keras_serializable(package="rare_species")
@@ -106,13 +135,21 @@ class MacroF1(keras.metrics.Metric):
 
 def compile_arguments(label_rank: str, aux_loss_weight: float, label_smoothing: float,
                       num_classes: Mapping[str, int], one_hot_labels: bool, soft_labels_beta: float = 0.0,
-                      heights: Mapping[str, np.ndarray] | None = None) -> dict:
+                      heights: Mapping[str, np.ndarray] | None = None, *,
+                      adjustments: Mapping[str, np.ndarray] | None = None) -> dict:
     """model.compile's loss, loss_weights and metrics for heads named by rank (num_classes: names per head):
     the label rank's loss weighs 1 and carries the metrics, every other head's weighs aux_loss_weight; with
-    soft_labels_beta > 0 each head's targets are soft over heights[rank] (its labels' LCA heights)."""
+    soft_labels_beta > 0 each head's targets are soft over heights[rank] (its labels' LCA heights); with
+    adjustments (recipe.logit_adjustments), each head's loss is logit-adjusted by adjustments[rank]."""
     heights = heights or {}
-    return {"loss": {rank: SmoothedCrossentropy(count, label_smoothing, soft_labels_beta, heights.get(rank))
-                     for rank, count in num_classes.items()},
+
+    def loss(rank: str, count: int) -> SmoothedCrossentropy:
+        if adjustments is None:
+            return SmoothedCrossentropy(count, label_smoothing, soft_labels_beta, heights.get(rank))
+        return LogitAdjustedCrossentropy(count, adjustments[rank], label_smoothing, soft_labels_beta,
+                                         heights.get(rank))
+
+    return {"loss": {rank: loss(rank, count) for rank, count in num_classes.items()},
             "loss_weights": {rank: 1.0 if rank == label_rank else aux_loss_weight for rank in num_classes},
             "metrics": {label_rank: label_metrics(num_classes[label_rank], one_hot_labels)}}
 

@@ -5,13 +5,15 @@ model_dir/
   trained_on.json                what the run was trained on: the dataset, its split sizes and each split's
                                  digest, the weights' identity; a rerun on anything else is refused
   .lock                          held (fcntl) by the one process writing the run; names its pid and host
-  checkpoints/best.weights.h5    best validation macro-F1 over all phases so far
+  checkpoints/best.weights.h5    best validation macro-F1 over all phases so far (with --wise_ft, the average)
+  checkpoints/{probe,finetuned}.weights.h5  --wise_ft only: the best after phase 1, and after the last phase
+  wise_ft.json                   --wise_ft only: the alpha the average used (and each alpha's score)
   backup/<phase>/                BackupAndRestore state while a phase runs (removed when it completes), kept
                                  double; an unreadable one is set aside as backup/<phase>.unreadable-<time>
   logs/<phase>.csv               one row per epoch (CSVLogger, appended across restarts)
   logs/<phase>.done.json         written when a phase completes: a rerun skips the phase
   logs/oversample.families.json  the families the oversampling phase draws more often
-  tensorboard/<phase>/           TensorBoard event files
+  tensorboard/{train,validation}/ per-epoch scalars on one axis across phases; tensorboard/ hparams, images
   model.keras, labels.json       the best model (takes float 0..255 images) and its output names
   failure.json                   why the last run stopped early (a non-finite loss), with its phase and epoch
   metrics.json                   validation and test results
@@ -40,10 +42,12 @@ import pandas as pd
 
 from trainer import cli
 
+# The folders the commands after training write into model_dir: trainer.evaluate, and trainer.export's two.
+EVAL_DIR, SAVED_MODEL_DIR, LITERT_DIR = "eval", "saved_model", "litert"
 # The names directly in model_dir that a run and its commands write (files and folders).
 RUN_NAMES = ("flags.txt", "trained_on.json", "checkpoints", "backup", "logs", "tensorboard", "model.keras",
-             "labels.json", "taxonomy.tsv", "failure.json", "metrics.json", "calibration.json", "eval",
-             "saved_model", "litert")
+             "labels.json", "taxonomy.tsv", "failure.json", "metrics.json", "calibration.json", EVAL_DIR,
+             SAVED_MODEL_DIR, LITERT_DIR, "wise_ft.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +91,21 @@ class RunFiles:
         return self.model_dir / "checkpoints" / "best.weights.h5"
 
     @property
+    def probe_weights(self) -> pathlib.Path:
+        """--wise_ft: the best checkpoint when phase 1 completed (the linear probe)."""
+        return self.model_dir / "checkpoints" / "probe.weights.h5"
+
+    @property
+    def finetuned_weights(self) -> pathlib.Path:
+        """--wise_ft: the best checkpoint after the last phase, before the average replaced it."""
+        return self.model_dir / "checkpoints" / "finetuned.weights.h5"
+
+    @property
+    def wise_ft(self) -> pathlib.Path:
+        """--wise_ft: the alpha the average used (trainer/training/wise_ft.py)."""
+        return self.model_dir / "wise_ft.json"
+
+    @property
     def model(self) -> pathlib.Path:
         return self.model_dir / "model.keras"
 
@@ -125,8 +144,9 @@ class RunFiles:
     def oversampled_labels(self) -> pathlib.Path:
         return self.model_dir / "logs" / "oversample.labels.json"
 
-    def tensorboard(self, phase: str) -> pathlib.Path:
-        return self.model_dir / "tensorboard" / phase
+    @property
+    def tensorboard(self) -> pathlib.Path:
+        return self.model_dir / "tensorboard"
 
     def scratch(self, task: int) -> "RunFiles":
         """The files of non-chief worker `task` of a multi-worker run, laid out like the run's own."""

@@ -10,7 +10,8 @@ import keras
 def learning_rate(peak: float, steps_per_epoch: int, epochs: int, schedule: str, warmup_epochs: float,
                   final_fraction: float):
     """cosine: linear warmup from 0 to peak, then cosine decay to final_fraction * peak by the last step;
-    constant: the peak (a float, so ReduceLROnPlateau can lower it)."""
+    constant: the peak (a float, so ReduceLROnPlateau can lower it). Steps are batches: with gradient
+    accumulation the optimizer's step counter, which the schedule reads, still advances once per batch."""
     if schedule == "constant":
         return peak
     total = max(1, steps_per_epoch * epochs)
@@ -20,9 +21,24 @@ def learning_rate(peak: float, steps_per_epoch: int, epochs: int, schedule: str,
         warmup_steps=warmup)
 
 
-def optimizer(name: str, rate, momentum: float, weight_decay: float) -> keras.optimizers.Optimizer:
-    if name == "sgd":
-        return keras.optimizers.SGD(rate, momentum=momentum, nesterov=True)
-    if name == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=weight_decay)
-    return keras.optimizers.Adam(rate)
+def scaled(rate, factor: float):
+    """rate (a float or learning_rate's CosineDecay) times factor at every step (--layer_decay's groups)."""
+    if factor == 1:
+        return rate
+    if not isinstance(rate, keras.optimizers.schedules.CosineDecay):
+        return rate * factor
+    settings = rate.get_config()
+    target = settings["warmup_target"]
+    return keras.optimizers.schedules.CosineDecay.from_config({
+        **settings, "initial_learning_rate": settings["initial_learning_rate"] * factor,
+        "warmup_target": None if target is None else target * factor})
+
+
+def optimizer(kind: str, rate, momentum: float, weight_decay: float, **options) -> keras.optimizers.Optimizer:
+    """kind: --optimizer; options: Keras' common optimizer arguments (use_ema, ema_momentum,
+    gradient_accumulation_steps, name)."""
+    if kind == "sgd":
+        return keras.optimizers.SGD(rate, momentum=momentum, nesterov=True, **options)
+    if kind == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=weight_decay, **options)
+    return keras.optimizers.Adam(rate, **options)

@@ -17,7 +17,6 @@ choice that decides which collective ops run next is the chief's, agreed with di
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import pathlib
 import shutil
@@ -29,9 +28,21 @@ import tensorflow as tf
 
 import pipelines
 from trainer.numbers import calibration, metrics, rollup
-from trainer.training import calibration_file, distribute, input_wait, inputs, models, objectives, schedules
+from trainer.training import (
+    calibration_file,
+    console,
+    distribute,
+    input_wait,
+    inputs,
+    models,
+    objectives,
+    recipe,
+    schedules,
+    tensorboard_log,
+    wise_ft,
+)
 from trainer.training import callbacks as callbacks_lib
-from trainer.training.config import Config, ConfigError, flagfile_text, validate
+from trainer.training.config import PRESENTATION_FLAGS, Config, ConfigError, flagfile_text, validate
 from trainer.training.run_dir import (
     FolderLock,
     RunFiles,
@@ -72,6 +83,7 @@ def run(config: Config, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
                           "--nophase1_cached_features with --strategy=multi_worker or TF_CONFIG")
     strategy = distribute.make_strategy(config.strategy)
     distribute.check_supported(strategy, config.jit_compile)
+    recipe.check_strategy(config, strategy)
     info = inputs.dataset_info(config)
     files = RunFiles(pathlib.Path(config.model_dir).expanduser())
     check_folder(files.model_dir, "--model_dir")
@@ -94,12 +106,18 @@ def _run_locked(config: Config, strategy: tf.distribute.Strategy, info: pipeline
     cfg = inputs.input_config(config)
     with strategy.scope():
         classifier = _build_classifier(config, cfg, info)
+    trainer = _Trainer(config, strategy, files, classifier, info, *hooks)
+    print(console.start_header(config, strategy, info, trainer.steps(cfg)), flush=True)
     if distribute.is_chief(strategy):
         write_atomically(files.flagfile, flagfile_text(config))
         write_atomically(files.trained_on, json.dumps(record, indent=1))
-    trainer = _Trainer(config, strategy, files, classifier, info, *hooks)
+        tensorboard_log.write_hparams(files.tensorboard, config)
+        if config.tensorboard_images:
+            grid = tensorboard_log.augmented_grid(config, info.names[config.label_rank])
+            tensorboard_log.write_images(files.tensorboard, {"inputs/augmented_training_batch": grid}, step=0)
     trainer.run_phase(Phase("phase1", config.phase1_epochs, config.phase1_learning_rate, 0,
                             cached=config.phase1_cached_features), cfg)
+    wise_ft.keep_probe(config, files, trainer.chief)
     trainer.run_phase(Phase("phase2", config.phase2_epochs, config.phase2_learning_rate, config.unfreeze_layers),
                       cfg)
     if config.oversample_epochs:
@@ -107,6 +125,8 @@ def _run_locked(config: Config, strategy: tf.distribute.Strategy, info: pipeline
         trainer.run_phase(Phase("oversample", config.oversample_epochs if weak else 0,
                                 config.phase2_learning_rate, config.unfreeze_layers),
                           inputs.input_config(config, weak))
+    wise_ft.average(config, wise_ft.Averaging(files, classifier.model, trainer.validation_macro_f1, trainer.chief,
+                                              lambda values: distribute.agree(strategy, values)))
     results = trainer.finish()
     print(summary_table(results))
     return results
@@ -122,9 +142,11 @@ def _build_classifier(config: Config, cfg: pipelines.InputConfig, info: pipeline
         if config.weights == "none":
             raise
         detail = " ".join(str(error).split())[:200] or type(error).__name__
+        local = "a keras-hub preset directory, docs/train.md" if config.backbone_spec.hub else \
+            "a .weights.h5 of the same backbone without top"
         raise ConfigError(f"--weights={config.weights}: the {config.backbone} weights could not be loaded "
-                          f"({detail}); with no network pass a local file (--weights=PATH, a .weights.h5 of the "
-                          "same backbone without top) or --weights=none") from None
+                          f"({detail}); with no network pass a local copy (--weights=PATH, {local}) or "
+                          "--weights=none") from None
 
 
 def trained_on(config: Config, info: pipelines.DatasetInfo) -> dict:
@@ -132,9 +154,9 @@ def trained_on(config: Config, info: pipelines.DatasetInfo) -> dict:
     sizes and the build's digest of each split's file names, and the identity of the starting weights (a
     file's sha256, or imagenet / none)."""
     weights = config.weights
-    if weights not in ("imagenet", "none"):
+    if weights not in ("imagenet", "pretrained", "none"):
         path = pathlib.Path(weights).expanduser()
-        weights = f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}" if path.is_file() else weights
+        weights = f"sha256:{pipelines.weights_digest(weights)}" if path.exists() else weights
     return {"dataset": info.full_name, "examples": dict(sorted(info.num_examples.items())),
             "split_digests": dict(sorted(info.split_digests.items())), "weights": weights}
 
@@ -181,12 +203,12 @@ def _record_changes(old: dict, new: dict) -> str:
 
 def _changed_flags(old_text: str, new_text: str) -> str:
     """The lines of new_text that make it another run than old_text ("" if none): a flag set otherwise, or
-    one old_text does not name (a flag added since) away from its default."""
+    one old_text does not name (a flag added since) away from its default; PRESENTATION_FLAGS never count."""
     old, new = _lines_by_flag(old_text), _lines_by_flag(new_text)
     defaults = set(flagfile_text(Config()).splitlines())
-    changed = [line for flag, line in new.items()
-               if (line != old[flag] if flag in old else line not in defaults)]
-    changed += [f"no --{flag}" for flag in old if flag not in new]
+    changed = [line for flag, line in new.items() if flag not in PRESENTATION_FLAGS
+               and (line != old[flag] if flag in old else line not in defaults)]
+    changed += [f"no --{flag}" for flag in old if flag not in new and flag not in PRESENTATION_FLAGS]
     return " ".join(sorted(changed))
 
 
@@ -225,6 +247,7 @@ class _Trainer:
         self.monitor = monitor_name(config)
         self.global_batch_size = config.batch_size * strategy.num_replicas_in_sync
         self.epochs_done = 0
+        self.progress = console.progress_mode(config.progress)
         # Where this process saves: the run directory on the chief, a scratch directory on other workers.
         self.chief = distribute.is_chief(strategy)
         self.scratch = None if self.chief else files.scratch(distribute.task_id(strategy))
@@ -240,6 +263,11 @@ class _Trainer:
         if self.scratch is not None:
             shutil.rmtree(self.scratch.model_dir, ignore_errors=True)
 
+    def steps(self, cfg: pipelines.InputConfig) -> int:
+        """Training steps per epoch: --steps_per_epoch, or one pass over the training split."""
+        return self.config.steps_per_epoch or pipelines.steps_per_epoch(cfg, self.config.train_split,
+                                                                        self.strategy.num_replicas_in_sync)
+
     def run_phase(self, phase: Phase, cfg: pipelines.InputConfig) -> None:
         done = self.files.read_done(phase.name)
         [done_epochs] = self._agree(None if done is None else done["epochs"])
@@ -248,6 +276,7 @@ class _Trainer:
             self.epochs_done += int(done_epochs)
             return
         if phase.epochs:
+            self._say_resume(phase)
             self._fit(phase, cfg)
         epochs = 0
         if self.chief:
@@ -259,12 +288,21 @@ class _Trainer:
         [epochs] = self._agree(epochs)
         self.epochs_done += int(epochs)
 
+    def _say_resume(self, phase: Phase) -> None:
+        """One line when an interrupted phase picks up from its resume state: where, and the best so far."""
+        if not self.files.backup(phase.name).exists():
+            return
+        logged = len(self.files.history([phase.name]))
+        best = callbacks_lib.best_logged(self.files.history(PHASES), self.monitor)
+        print(f"resuming {phase.name} after epoch {logged} of {phase.epochs} (run epoch {self.epochs_done + logged})"
+              f" from {self.files.backup(phase.name)}; best {self.monitor} so far "
+              f"{'-' if best is None else console.number(best)}", flush=True)
+
     def _fit(self, phase: Phase, cfg: pipelines.InputConfig) -> None:
         config, classifier = self.config, self.classifier
         self._load_best()
         models.set_trainable_backbone(classifier, phase.unfreeze_layers, keep_batchnorm_frozen=config.pretrained)
-        steps = config.steps_per_epoch or pipelines.steps_per_epoch(cfg, config.train_split,
-                                                                   self.strategy.num_replicas_in_sync)
+        steps = self.steps(cfg)
         peak = distribute.scaled_learning_rate(phase.learning_rate, self.global_batch_size, config.lr_scaling,
                                                config.reference_batch_size)
         rate = schedules.learning_rate(peak, steps, phase.epochs, config.lr_schedule, config.warmup_epochs,
@@ -276,11 +314,13 @@ class _Trainer:
         self._clear_scratch()
         wait = input_wait.InputWait(phase.name, self.files.csv_log(phase.name))
         fit_model.fit(wait.probed(train), validation_data=validation, epochs=phase.epochs, steps_per_epoch=steps,
-                      shuffle=False, callbacks=callbacks_lib.phase_callbacks(self.files, callbacks_lib.PhaseRules(
+                      shuffle=False, verbose=int(self.progress == "bar"),
+                      callbacks=callbacks_lib.phase_callbacks(self.files, callbacks_lib.PhaseRules(
                           phase.name, self.monitor, checkpoint=not phase.cached,
                           constant_rate=config.lr_schedule == "constant", patience=config.early_stopping_patience,
                           plateau_patience=config.plateau_patience, best_so_far=best_before,
-                          first_step=self.epochs_done, input_wait=wait), self.hooks))
+                          first_step=self.epochs_done, input_wait=wait, epochs=phase.epochs,
+                          progress=self.progress, ema=config.ema), self.hooks))
         if phase.cached:
             # The head trained alone; early stopping restored its best epoch, which the full model now holds.
             best_now = callbacks_lib.best_logged(self.files.history([phase.name]), self.monitor)
@@ -308,11 +348,12 @@ class _Trainer:
         """Compiles under the strategy (metrics and optimizer make their variables there)."""
         config = self.config
         with self.strategy.scope():
-            optimizer = schedules.optimizer(config.optimizer, rate, config.momentum, config.weight_decay)
+            optimizer = recipe.optimizer(config, rate, model, self.classifier.backbone)
             model.compile(optimizer=optimizer, jit_compile=config.jit_compile, **objectives.compile_arguments(
                 config.label_rank, config.aux_loss_weight, config.label_smoothing,
                 {rank: len(self.info.names[rank]) for rank in config.head_ranks}, one_hot_labels,
-                config.soft_labels_beta, self._lca_heights() if config.soft_labels_beta else None))
+                config.soft_labels_beta, self._lca_heights() if config.soft_labels_beta else None,
+                adjustments=recipe.logit_adjustments(config)))
 
     def _lca_heights(self) -> dict[str, np.ndarray]:
         """Each head's LCA heights between its labels in the dataset's tree (--soft_labels_beta's distances)."""
@@ -338,6 +379,17 @@ class _Trainer:
         A plain loop outside the strategy: the variables read their local copies and no collective op runs,
         so each worker of a multi-worker run gets the same numbers on its own. One trace for every batch size."""
         self._load_best()
+        return self._predict(splits, cfg, every_head, "the best checkpoint")
+
+    def validation_macro_f1(self) -> float:
+        """Validation macro-F1 of the weights the model holds now, as finish() measures it (WiSE-FT's alpha)."""
+        [evaluated] = self._predict([self.config.validation_split], inputs.input_config(self.config), False,
+                                    "the WiSE-FT average")
+        return metrics.macro_f1(*_ids(evaluated))
+
+    def _predict(self, splits: Sequence[str], cfg: pipelines.InputConfig, every_head: bool, what: str
+                 ) -> list[tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]]]:
+        """_predict_best's predictions under the weights the model holds now (what: their name, printed)."""
         serving, size = self.classifier.serving, self.config.input_size
         heads = self.config.head_ranks if every_head else (self.config.label_rank,)
 
@@ -348,7 +400,7 @@ class _Trainer:
         probabilities_of = tf.function(heads_of, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
         evaluated = []
         for split in splits:
-            print(f"evaluating the best checkpoint on {split}")
+            print(f"evaluating {what} on {split}")
             labels, probabilities = [], {head: [] for head in heads}
             for images, ids in pipelines.make_dataset(inputs.evaluation_view(cfg), split, training=False):
                 for head, rows in probabilities_of(images).items():
@@ -404,6 +456,7 @@ class _Trainer:
             "label_rank": config.label_rank,
             **_final_test(config, evaluated.get("test"), self.info.names[config.label_rank]),
             "phases": {phase: done for phase in PHASES if (done := files.read_done(phase))},
+            **wise_ft.recorded(files),
             "strategy": distribute.public_name(self.strategy),
             "replicas": self.strategy.num_replicas_in_sync,
             "global_batch_size": self.global_batch_size,
@@ -414,9 +467,25 @@ class _Trainer:
         }
         if self.chief:
             write_atomically(files.metrics, json.dumps(results, indent=2))
+            self._tensorboard_record(every_head["validation"][0], evaluated["validation"][1], results)
         # No worker returns (and exits) before the chief has written every file.
         distribute.barrier(self.strategy)
         return results
+
+
+    def _tensorboard_record(self, labels: np.ndarray, probabilities: np.ndarray, results: dict) -> None:
+        """The run's last TensorBoard record at its last epoch: the final metrics of the HParams table, and with
+        --tensorboard_images the validation split's confusion by phylum and the worst classes' mistakes."""
+        config, names = self.config, self.info.names[self.config.label_rank]
+        board = self.files.tensorboard
+        tensorboard_log.write_final_metrics(board, results, step=self.epochs_done)
+        if not config.tensorboard_images:
+            return
+        tensorboard_log.write_images(board, {
+            "validation/confusion_by_phylum": tensorboard_log.phylum_confusion(
+                labels, probabilities, names, self.info.taxonomy.phylum_of(config.label_rank), "validation"),
+            "validation/worst_classes_mistakes": tensorboard_log.worst_mistakes(config, labels, probabilities, names),
+        }, step=self.epochs_done)
 
 
 def _final_test(config: Config, evaluated: tuple[np.ndarray, np.ndarray] | None, names: Sequence[str]) -> dict:

@@ -34,7 +34,7 @@ def prepare_base(base: Config, settings: Settings) -> Config:
     def absolute(path: str) -> str:
         return path if path.startswith("~") else os.path.abspath(path)
 
-    weights = base.weights if base.weights in ("imagenet", "none") else absolute(base.weights)
+    weights = base.weights if base.weights in ("imagenet", "pretrained", "none") else absolute(base.weights)
     return dataclasses.replace(base, data_dir=absolute(base.data_dir), weights=weights, model_dir="",
                                feature_cache_dir=absolute(base.feature_cache_dir or
                                                           str(settings.study_dir / "features")))
