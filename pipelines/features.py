@@ -109,7 +109,7 @@ def _forward(model: keras.Model, cfg: InputConfig, split: str, num_examples: int
     embeddings, ids, names = [], {rank: [] for rank in RANKS}, []
     total = math.ceil(num_examples / cfg.batch_size)
     for images, labels, file_names in tqdm.tqdm(batches, total=total, desc=f"features {cfg.backbone} {split}",
-                                                unit="batch"):
+                                                unit="batch", disable=None):
         embeddings.append(embed(images).numpy())
         for rank in RANKS:
             ids[rank].append(labels[rank].numpy())

@@ -95,7 +95,7 @@ def test_tensorboard_has_one_step_axis_the_flags_as_hparams_and_the_images(logge
 def test_an_interrupted_phase_says_where_it_resumes_and_a_new_progress_flag_is_not_another_run(
         tiny_data_dir, tmp_path, capsys):
     config = tiny_config(tiny_data_dir, tmp_path / "run", phase1_epochs=1, phase2_epochs=3, steps_per_epoch=2,
-                         progress="line")
+                         progress="line", phase1_cached_features=True)
 
     def stop_at_run_epoch_3(epoch, value):
         if epoch == 3:
@@ -103,7 +103,8 @@ def test_an_interrupted_phase_says_where_it_resumes_and_a_new_progress_flag_is_n
 
     with pytest.raises(KeyboardInterrupt):
         train.run(config, on_epoch_end=stop_at_run_epoch_3)
-    capsys.readouterr()
+    first = capsys.readouterr()
+    assert "(run epoch 1)" in first.out and "features baseline_cnn" not in first.err  # its bar: on a terminal
     train.run(dataclasses.replace(config, progress="none"))
     out = capsys.readouterr().out
     assert "phase1: already complete (1 epochs), skipped" in out
