@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from pipelines import backbones
+from tests.conftest import once
 from trainer.training import models
 from trainer.training.config import Config
 
@@ -124,13 +125,23 @@ def saved_serving_model(name: str, policy: str, path: pathlib.Path) -> tuple[np.
 
 
 @pytest.fixture(scope="module")
-def saved_per_case(tmp_path_factory):
-    """For each case: (model.keras, the in-memory serving model's answers, plain Keras' answers)."""
-    work = tmp_path_factory.mktemp("plain_keras")
-    saved = {case: (work / f"{case}.keras", *saved_serving_model(name, policy, work / f"{case}.keras"))
-             for case, (name, policy) in CASES.items()}
-    plain = plain_keras_outputs([(path, images) for path, images, _ in saved.values()], work)
-    return {case: (path, project, answers) for (case, (path, _, project)), answers in zip(saved.items(), plain)}
+def saved_per_case(shared_dir):
+    """For each case: (model.keras, the in-memory serving model's answers, plain Keras' answers); made once for
+    every xdist worker, the answers kept in .npz files beside the models."""
+    def make(work: pathlib.Path) -> dict:
+        work.mkdir(parents=True, exist_ok=True)
+        saved = {case: (work / f"{case}.keras", *saved_serving_model(name, policy, work / f"{case}.keras"))
+                 for case, (name, policy) in CASES.items()}
+        plain = plain_keras_outputs([(path, images) for path, images, _ in saved.values()], work)
+        for (case, (_, _, project)), answers in zip(saved.items(), plain):
+            np.savez(work / f"{case}_project.npz", **project)
+            np.savez(work / f"{case}_plain.npz", **answers)
+        return {case: str(path) for case, (path, _, _) in saved.items()}
+
+    paths = once(shared_dir, "plain_keras", make)
+    work = shared_dir / "plain_keras"
+    return {case: (pathlib.Path(path), dict(np.load(work / f"{case}_project.npz")),
+                   dict(np.load(work / f"{case}_plain.npz"))) for case, path in paths.items()}
 
 
 @pytest.mark.slow
