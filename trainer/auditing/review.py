@@ -3,7 +3,7 @@ and status), exclusions.csv (the builder's format: the proposed images), summary
 label-issue head's accuracy and macro-F1), thumbs/, contact_sheet.png, review.html, and the summary printed on
 screen with the command that rebuilds the dataset without them.
 
-Thumbnails, the contact sheet and the page skeleton are trainer/evaluation/pages.py's, shared with the
+Thumbnails, the contact sheet and the page skeleton are trainer/figures/pages.py's, shared with the
 evaluation reports; this module decides what is shown and in which order.
 """
 

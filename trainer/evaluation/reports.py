@@ -2,7 +2,7 @@
 and the gallery of the most confident mistakes, from labels and probabilities.
 
 Nothing here loads a model or a dataset: `trainer.evaluate` predicts, trainer/numbers/metrics.py computes
-every number, trainer/evaluation/pages.py draws; this module decides what goes in which file.
+every number, trainer/figures/pages.py draws; this module decides what goes in which file.
 """
 
 import dataclasses
