@@ -59,10 +59,8 @@ class EpochScalars(keras.callbacks.Callback):
 
 def hparam_values(config: Config) -> dict[str, bool | int | float | str]:
     """Every flag as a value the hparams plugin takes (a list as its comma-joined text)."""
-    values = {}
-    for name, value in dataclasses.asdict(config).items():
-        values[name] = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
-    return values
+    return {name: ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+            for name, value in dataclasses.asdict(config).items()}
 
 
 def write_hparams(directory: pathlib.Path, config: Config) -> None:

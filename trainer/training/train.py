@@ -204,21 +204,21 @@ def _record_changes(old: dict, new: dict) -> str:
 def _changed_flags(old_text: str, new_text: str) -> str:
     """The lines of new_text that make it another run than old_text ("" if none): a flag set otherwise, or
     one old_text does not name (a flag added since) away from its default; PRESENTATION_FLAGS never count."""
-    old, new = _lines_by_flag(old_text), _lines_by_flag(new_text)
+    old, new = (_lines_by_flag(text, skip=PRESENTATION_FLAGS) for text in (old_text, new_text))
     defaults = set(flagfile_text(Config()).splitlines())
-    changed = [line for flag, line in new.items() if flag not in PRESENTATION_FLAGS
-               and (line != old[flag] if flag in old else line not in defaults)]
-    changed += [f"no --{flag}" for flag in old if flag not in new and flag not in PRESENTATION_FLAGS]
+    changed = [line for flag, line in new.items() if (line != old[flag] if flag in old else line not in defaults)]
+    changed += [f"no --{flag}" for flag in old if flag not in new]
     return " ".join(sorted(changed))
 
 
-def _lines_by_flag(text: str) -> dict[str, str]:
-    """flag name -> its flagfile line (a boolean's line is --name or --noname, without a value)."""
+def _lines_by_flag(text: str, skip: Sequence[str] = ()) -> dict[str, str]:
+    """flag name -> its flagfile line (a boolean's line is --name or --noname, without a value), the flags in
+    skip left out."""
     lines = {}
     for line in text.splitlines():
         name = line.removeprefix("--").split("=", 1)[0]
         lines[name.removeprefix("no") if "=" not in line and name.startswith("no") else name] = line
-    return lines
+    return {name: line for name, line in lines.items() if name not in skip}
 
 
 def set_numerics(config: Config) -> None:
@@ -467,7 +467,7 @@ class _Trainer:
         }
         if self.chief:
             write_atomically(files.metrics, json.dumps(results, indent=2))
-            self._tensorboard_record(every_head["validation"][0], evaluated["validation"][1], results)
+            self._tensorboard_record(*evaluated["validation"], results)
         # No worker returns (and exits) before the chief has written every file.
         distribute.barrier(self.strategy)
         return results
